@@ -1,0 +1,62 @@
+"""epochal: random-access training data and exactly resumable runs for PyTorch.
+
+Public names are imported lazily on first use, so ``import epochal`` stays fast and does
+not import torch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from epochal._errors import Error, StateError
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first attribute access)
+_LAZY: dict[str, str] = {
+    "IdentityOrder": "epochal.order",
+    "Loader": "epochal.loader",
+    "Plan": "epochal.plan",
+    "ShuffledOrder": "epochal.order",
+    "Source": "epochal.sources",
+    "from_arrays": "epochal.sources",
+    "from_dataset": "epochal.sources",
+    "make_order": "epochal.order",
+    "sample_rng": "epochal.rng",
+}
+
+__all__ = [
+    "Error",
+    "IdentityOrder",
+    "Loader",
+    "Plan",
+    "ShuffledOrder",
+    "Source",
+    "StateError",
+    "__version__",
+    "from_arrays",
+    "from_dataset",
+    "make_order",
+    "sample_rng",
+]
+
+if TYPE_CHECKING:
+    from epochal.loader import Loader
+    from epochal.order import IdentityOrder, ShuffledOrder, make_order
+    from epochal.plan import Plan
+    from epochal.rng import sample_rng
+    from epochal.sources import Source, from_arrays, from_dataset
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'epochal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,49 @@
+"""The Source protocol: records by index."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Record", "Source"]
+
+Record = dict[str, Any]
+"""A record is a dict of columns (a map-style Dataset may return any picklable object)."""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Anything with a length and records by index: the start of epochal's data path.
+
+    Required:
+        ``__len__()``: the number of records, ``n >= 1``.
+        ``__getitem__(i)``: record ``i`` for ``0 <= i < n``, a dict of columns.
+
+    Optional (the Loader uses them when present, and falls back when not):
+        ``get_many(indices) -> list[record]``: records for a 1-D int64 array of indices,
+            in that order; a batched fast path for sources where one call is cheaper
+            than many (one fancy-index per column, one read per shard).
+        ``get_columns(indices) -> dict[str, numpy.ndarray | list]``: the same records as
+            columns (first axis = the batch), so a batch needs no per-record Python work.
+        ``fingerprint: str``: a short string that changes when the data changes; stored in
+            loader states so a resume on different data is refused.
+        ``deterministic: bool``: True when reading a record uses no global RNG, so the
+            Loader need not seed the global RNGs around each read (``from_arrays`` and the
+            store are; an arbitrary ``torch`` Dataset is not assumed to be).
+
+    Sources are stateless and must be safe to use after ``fork``: open files lazily, per
+    process, and never hold a handle that a forked worker would share.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
+def get_many(source: Any, indices: np.ndarray) -> list[Any]:
+    """Records ``indices`` of ``source``, through its ``get_many`` when it has one."""
+    fast = getattr(source, "get_many", None)
+    if fast is not None:
+        return list(fast(indices))
+    return [source[int(i)] for i in indices]
