@@ -24,7 +24,7 @@ from torch.utils.data._utils.pin_memory import pin_memory
 from epochal._errors import Error, StateError
 from epochal.order import Order, make_order
 from epochal.plan import Plan
-from epochal.rng import GlobalRNGs, sample_rng, sample_seed
+from epochal.rng import GlobalRNGs, SampleRNGs, sample_seed
 from epochal.sources._protocol import get_many
 
 __all__ = ["STATE_KEYS", "STATE_VERSION", "Loader", "collate"]
@@ -153,6 +153,7 @@ class _Fetcher:
             and callable(getattr(source, "get_columns", None))
         )
         self._n = len(source)
+        self._rngs = SampleRNGs(seed)
 
     def __len__(self) -> int:
         return self._n
@@ -200,7 +201,7 @@ class _Fetcher:
                 if per_record_read:
                     record = self.source[index]
                 if self.transform is not None:
-                    record = self.transform(record, sample_rng(self.seed, epoch, index))
+                    record = self.transform(record, self._rngs(epoch, index))
                 out.append(record)
             return out
 
