@@ -17,36 +17,54 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
+    "Mixture": "epochal.mixture",
     "Plan": "epochal.plan",
+    "Sampler": "epochal.sampling",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
+    "WeightedSampler": "epochal.sampling",
+    "balanced": "epochal.sampling",
+    "concat": "epochal.sources",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
     "make_order": "epochal.order",
+    "mix": "epochal.mixture",
     "sample_rng": "epochal.rng",
+    "split": "epochal.sources",
+    "subset": "epochal.sources",
 }
 
 __all__ = [
     "Error",
     "IdentityOrder",
     "Loader",
+    "Mixture",
     "Plan",
+    "Sampler",
     "ShuffledOrder",
     "Source",
     "StateError",
+    "WeightedSampler",
     "__version__",
+    "balanced",
+    "concat",
     "from_arrays",
     "from_dataset",
     "make_order",
+    "mix",
     "sample_rng",
+    "split",
+    "subset",
 ]
 
 if TYPE_CHECKING:
     from epochal.loader import Loader
+    from epochal.mixture import Mixture, mix
     from epochal.order import IdentityOrder, ShuffledOrder, make_order
     from epochal.plan import Plan
     from epochal.rng import sample_rng
-    from epochal.sources import Source, from_arrays, from_dataset
+    from epochal.sampling import Sampler, WeightedSampler, balanced
+    from epochal.sources import Source, concat, from_arrays, from_dataset, split, subset
 
 
 def __getattr__(name: str) -> Any:
