@@ -107,7 +107,9 @@ def _check_weights(weights: Any) -> np.ndarray:
     array = array.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(array) | (array < 0))
     if bad.size:
-        raise Error(f"weights must be finite and >= 0, got weights[{bad[0]}] = {array[bad[0]]!r}")
+        raise Error(
+            f"weights must be finite and >= 0, got weights[{bad[0]}] = {float(array[bad[0]])!r}"
+        )
     if not array.sum() > 0:
         raise Error(f"weights must have a positive sum, got all {array.size} weights zero")
     return array
