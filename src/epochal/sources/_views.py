@@ -284,7 +284,9 @@ class ConcatSource:
 
 
 def _empty_like(column: Any, n: int) -> Any:
-    if isinstance(column, np.ndarray):
+    # numeric columns are assembled as arrays; strings, bytes and objects as lists, which
+    # is what the Loader makes of them anyway (and their widths may differ per source)
+    if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
         return np.empty((n, *column.shape[1:]), dtype=column.dtype)
     return [None] * n
 
@@ -303,7 +305,8 @@ def _scatter(out: Any, where: np.ndarray, column: Any, name: str, k: int) -> Non
             )
         out[where] = column
     else:
-        for j, value in zip(where.tolist(), list(column)):
+        values = column.tolist() if isinstance(column, np.ndarray) else list(column)
+        for j, value in zip(where.tolist(), values):
             out[j] = value
 
 
