@@ -156,3 +156,18 @@ def test_concat_of_different_columns_is_refused():
         concat(_source(3), renamed).get_columns(np.array([0, 4]))
     with pytest.raises(epochal.Error, match="at least one source"):
         concat()
+
+
+def test_concat_of_subsets_of_one_parent_reads_the_parent_in_one_gather():
+    parent = _source(20)
+    train, val = split(parent, [0.75, 0.25], seed=3)
+    both = concat(val, train)
+    assert both._flat is not None
+    expected = [*val.indices.tolist(), *train.indices.tolist()]
+    indices = np.array([0, 19, 5, 4])
+    assert both.get_columns(indices)["x"].tolist() == [expected[i] for i in indices]
+    assert [r["x"] for r in both.get_many(indices)] == [expected[i] for i in indices]
+    assert [both[i]["x"] for i in range(20)] == expected
+    mixed = epochal.mix({train: 3, val: 1})
+    x = torch.cat([b["x"] for b in Loader(mixed, 8, seed=0)]).tolist()
+    assert sorted(x) == list(range(20))

@@ -185,7 +185,9 @@ class ConcatSource:
     """Several sources end to end: records ``0..n_0-1`` are the first source's, and so on.
 
     ``get_columns`` needs every source to have the same column names; each column is
-    gathered per source and assembled in the requested order.
+    gathered per source and assembled in the requested order (one extra copy of the
+    batch). When every source is a :func:`subset` of one and the same parent (e.g. the
+    parts of a :func:`split`), the concat reads the parent directly, in one gather.
     """
 
     def __init__(self, sources: Sequence[Any]) -> None:
@@ -199,6 +201,12 @@ class ConcatSource:
         self.fast_gather = all(getattr(s, "fast_gather", False) for s in sources)
         self._columnar = all(callable(getattr(s, "get_columns", None)) for s in sources)
         self._fingerprint: str | None = None
+        self._flat: SubsetSource | None = None
+        parents = {id(s.source) for s in sources if isinstance(s, SubsetSource)}
+        if len(parents) == 1 and all(isinstance(s, SubsetSource) for s in sources):
+            self._flat = SubsetSource(
+                sources[0].source, np.concatenate([s.indices for s in sources])
+            )
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -215,6 +223,8 @@ class ConcatSource:
             raise IndexError(
                 f"record index {index} is out of range for a concat of {len(self)} records"
             )
+        if self._flat is not None:
+            return self._flat[index]
         which = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.sources[which][index - int(self.offsets[which])]
 
@@ -224,18 +234,20 @@ class ConcatSource:
         return all(_batched(s) for s in self.sources)
 
     def _parts(self, indices: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``(source number, batch slots, local indices)`` for each source the batch reads."""
         which, local = self.locate(indices)
-        if len(self.sources) == 1 or (which.size and which.min() == which.max()):
-            k = int(which[0]) if which.size else 0
-            return [(k, np.arange(len(indices)), local)]
+        if len(self.sources) == 1:
+            return [(0, np.arange(len(indices)), local)]
         parts = []
-        for k in np.unique(which).tolist():
+        for k in np.flatnonzero(np.bincount(which, minlength=len(self.sources))).tolist():
             where = np.flatnonzero(which == k)
             parts.append((k, where, local[where]))
         return parts
 
     def get_many(self, indices: np.ndarray) -> list[Any]:
         """The records ``indices``, read per source in one batch each."""
+        if self._flat is not None:
+            return self._flat.get_many(indices)
         out: list[Any] = [None] * len(indices)
         for k, where, local in self._parts(indices):
             for j, record in zip(where.tolist(), get_many(self.sources[k], local)):
@@ -248,6 +260,8 @@ class ConcatSource:
         return self._get_columns if self._columnar else None
 
     def _get_columns(self, indices: np.ndarray) -> dict[str, Any]:
+        if self._flat is not None:
+            return self._flat.get_columns(indices)  # type: ignore[misc]
         parts = self._parts(indices)
         if len(parts) == 1:
             k, _, local = parts[0]
@@ -303,7 +317,13 @@ def _scatter(out: Any, where: np.ndarray, column: Any, name: str, k: int) -> Non
                 f"concat(): column {name!r} of source {k} is {got} per batch, expected "
                 f"{out.dtype} of shape (batch, *{out.shape[1:]}) like the other sources"
             )
-        out[where] = column
+        if column.ndim > 1 and column.flags.c_contiguous and out.flags.c_contiguous:
+            # whole records as single opaque items: one memcpy per record, not per element
+            row = np.dtype((np.void, column.itemsize * int(np.prod(column.shape[1:]))))
+            records = column.reshape(len(column), -1).view(row).reshape(len(column))
+            out.reshape(len(out), -1).view(row).reshape(len(out))[where] = records
+        else:
+            out[where] = column
     else:
         values = column.tolist() if isinstance(column, np.ndarray) else list(column)
         for j, value in zip(where.tolist(), values):
