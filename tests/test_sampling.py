@@ -12,11 +12,14 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 import epochal
 from _roundtrip import json_roundtrip, run_save_load, stream
 from epochal import Loader, StateError, WeightedSampler, balanced
+from epochal.sampling import _GuideTable, uniform
 
 ALPHA = 1e-3
 WEIGHTS = [1.0, 2.0, 3.0, 4.0, 0.0, 10.0]
@@ -177,3 +180,17 @@ def test_a_sampler_for_another_length_is_refused():
         Loader(_source(5), 2, sampler=WeightedSampler(WEIGHTS))
     with pytest.raises(epochal.Error, match="non-empty 1-D sequence of labels"):
         balanced([])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.one_of(st.just(0.0), st.floats(1e-12, 1e6)), min_size=1, max_size=300).filter(
+        lambda w: sum(w) > 0
+    )
+)
+def test_guide_table_search_equals_binary_search(weights):
+    cumulative = np.cumsum(weights)
+    table = _GuideTable(cumulative)
+    targets = uniform(7, np.arange(2_000)) * cumulative[-1]
+    targets = np.concatenate([targets, cumulative[cumulative > 0]])
+    assert np.array_equal(table.search(targets), np.searchsorted(cumulative, targets))

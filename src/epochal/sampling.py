@@ -12,9 +12,10 @@ Weighted sampling (:class:`WeightedSampler`, :func:`balanced`):
 
 - **With replacement**: position ``p`` of epoch ``e`` draws a uniform ``u`` from a keyed
   hash of ``(seed, e, p)`` (splitmix64, the order's mixer) and takes the record whose
-  cumulative-weight interval holds ``u`` (``numpy.searchsorted`` on the cumulative
-  weights). Cost: O(n) once when the sampler is built (the cumulative sums, 8 bytes per
-  record), then O(log n) per position and O(1) per resume.
+  cumulative-weight interval holds ``u * sum(w)`` (the first cumulative weight that
+  reaches it, found by an indexed search: see :class:`_GuideTable`). Cost: O(n) once
+  when the sampler is built (cumulative sums and a guide table, 24 bytes per record),
+  then O(1) expected per position and O(1) per resume.
 - **Without replacement**: the epoch is a weighted random permutation by exponential
   races (Efraimidis-Spirakis): record ``i`` gets the key ``-log(u_i) / w_i`` with ``u_i``
   hashed from ``(seed, e, i)``, and the records in increasing key order are the epoch's
@@ -115,19 +116,55 @@ def _check_weights(weights: Any) -> np.ndarray:
     return array
 
 
+class _GuideTable:
+    """``searchsorted(cumulative, targets, side="left")`` in O(1) expected per target.
+
+    Indexed search (Chen and Asau, 1974): the range of the cumulative weights is cut into
+    ``m = len(cumulative)`` equal buckets, and ``guide[b]`` is the answer for the bucket's
+    lower end. A target starts at its bucket's guide and steps forward while the
+    cumulative weight is below it: one or two steps on average, instead of the ~24
+    cache-missing steps of a binary search over 10**7 weights. Targets still unresolved
+    after a few steps (many tiny weights in one bucket) finish with a binary search, so
+    the result is exactly ``searchsorted``'s for every input.
+    """
+
+    _STEPS = 4
+
+    def __init__(self, cumulative: np.ndarray) -> None:
+        self.cumulative = cumulative
+        self.m = len(cumulative)
+        self.lower = np.arange(self.m, dtype=np.float64) * (cumulative[-1] / self.m)
+        self.guide = np.searchsorted(cumulative, self.lower, side="left")
+
+    def search(self, targets: np.ndarray) -> np.ndarray:
+        cumulative = self.cumulative
+        bucket = np.minimum((targets * (self.m / cumulative[-1])).astype(np.int64), self.m - 1)
+        # rounding may put a target just below its bucket's lower end: step back
+        bucket -= self.lower[bucket] > targets
+        found = self.guide[bucket]
+        pending = np.flatnonzero(cumulative[found] < targets)
+        for _ in range(self._STEPS):
+            if not pending.size:
+                return found
+            found[pending] += 1
+            pending = pending[cumulative[found[pending]] < targets[pending]]
+        if pending.size:
+            found[pending] = np.searchsorted(cumulative, targets[pending], side="left")
+        return found
+
+
 class _WithReplacement(Order):
-    def __init__(self, cumulative: np.ndarray, n: int, key: int) -> None:
+    def __init__(self, table: _GuideTable, n: int, key: int) -> None:
         self.n = n
-        self._cumulative = cumulative
+        self._table = table
         self._key = key
 
     def index(self, positions: np.ndarray | list[int] | range) -> np.ndarray:
         array = _as_positions(positions, self.n, "position")
-        targets = uniform(self._key, array.ravel()) * self._cumulative[-1]
+        targets = uniform(self._key, array.ravel()) * self._table.cumulative[-1]
         # u is in (0, 1]: the first interval whose upper end reaches u*total; intervals
         # of weight 0 are empty and never chosen
-        found = np.searchsorted(self._cumulative, targets, side="left")
-        return found.astype(np.int64).reshape(array.shape)
+        return self._table.search(targets).astype(np.int64).reshape(array.shape)
 
 
 class _Permutation(Order):
@@ -175,7 +212,7 @@ class WeightedSampler(Sampler):
                 f"got {num_samples}"
             )
         self.num_samples = int(num_samples)
-        self._cumulative = np.cumsum(self.weights) if self.replacement else None
+        self._table = _GuideTable(np.cumsum(self.weights)) if self.replacement else None
         self._cached: tuple[int, int, np.ndarray] | None = None
         self._digest: str | None = None
 
@@ -185,8 +222,8 @@ class WeightedSampler(Sampler):
     def order(self, *, seed: int, epoch: int, shuffle: bool = True) -> Order:
         """The order of epoch ``epoch`` (``shuffle`` is ignored: weighted orders are random)."""
         key = _key(seed, epoch, _WEIGHTED_SALT)
-        if self._cumulative is not None:
-            return _WithReplacement(self._cumulative, self.num_samples, key)
+        if self._table is not None:
+            return _WithReplacement(self._table, self.num_samples, key)
         if self._cached is None or self._cached[:2] != (seed, epoch):
             self._cached = (seed, epoch, self.permutation(seed=seed, epoch=epoch))
         return _Permutation(self._cached[2])
