@@ -15,18 +15,26 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
+    "CorruptStoreError": "epochal.store",
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
     "Plan": "epochal.plan",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
+    "StoreError": "epochal.store",
+    "StoreSource": "epochal.store",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
     "make_order": "epochal.order",
+    "merge": "epochal.store",
+    "open": "epochal.store",
     "sample_rng": "epochal.rng",
+    "verify": "epochal.store",
+    "write": "epochal.store",
 }
 
 __all__ = [
+    "CorruptStoreError",
     "Error",
     "IdentityOrder",
     "Loader",
@@ -34,11 +42,17 @@ __all__ = [
     "ShuffledOrder",
     "Source",
     "StateError",
+    "StoreError",
+    "StoreSource",
     "__version__",
     "from_arrays",
     "from_dataset",
     "make_order",
+    "merge",
+    "open",
     "sample_rng",
+    "verify",
+    "write",
 ]
 
 if TYPE_CHECKING:
@@ -47,6 +61,7 @@ if TYPE_CHECKING:
     from epochal.plan import Plan
     from epochal.rng import sample_rng
     from epochal.sources import Source, from_arrays, from_dataset
+    from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,215 @@
+"""Columns between Python records and Arrow arrays, both ways, without per-row work on reads.
+
+Write side: :class:`ColumnBuilder` checks each value against its :class:`Column` and
+accumulates a shard's worth, then emits one Arrow array. Read side: :class:`ColumnView`
+wraps one shard's Arrow array as numpy views of its buffers (zero copy from the memory
+map) and gathers a batch with one fancy-index per shard (fixed-size columns) or from the
+offsets buffer (variable-size columns).
+
+Storage per kind:
+    scalar int/uint/float  -> Arrow primitive (int64, float32, ...)
+    scalar bool            -> Arrow bool (bit-packed; unpacked once per shard per process)
+    array int/uint/float   -> Arrow FixedSizeList<primitive>[prod(shape)]
+    array/scalar otherwise -> Arrow FixedSizeBinary[itemsize] (bool arrays, complex)
+    bytes / str            -> Arrow large_binary / large_string
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from epochal.store._errors import CorruptStoreError, StoreError
+from epochal.store._format import Column
+
+__all__ = ["ColumnBuilder", "ColumnView", "arrow_schema", "arrow_type"]
+
+# kinds of value (numpy dtype.kind letters) a scalar/array column of each kind accepts
+_ACCEPTS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "c": "iufc"}
+
+
+def _primitive(column: Column) -> bool:
+    """Whether the column's dtype maps to an Arrow primitive (else FixedSizeBinary)."""
+    return column.numpy_dtype.kind in "iuf"
+
+
+def arrow_type(column: Column) -> pa.DataType:
+    """The Arrow type a column is stored as."""
+    if column.kind == "bytes":
+        return pa.large_binary()
+    if column.kind == "str":
+        return pa.large_string()
+    dtype = column.numpy_dtype
+    if column.kind == "scalar":
+        if dtype.kind == "b":
+            return pa.bool_()
+        return pa.from_numpy_dtype(dtype) if _primitive(column) else pa.binary(dtype.itemsize)
+    if _primitive(column):
+        return pa.list_(pa.from_numpy_dtype(dtype), int(np.prod(column.shape, dtype=np.int64)))
+    return pa.binary(column.itemsize)
+
+
+def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    """The Arrow schema of a store's shards (non-nullable fields, in manifest order)."""
+    return pa.schema([pa.field(c.name, arrow_type(c), nullable=False) for c in columns])
+
+
+def _value_kind(value: Any) -> str | None:
+    """numpy dtype.kind of a scalar value, or None when it is not a number."""
+    if isinstance(value, (bool, np.bool_)):
+        return "b"
+    if isinstance(value, int):
+        return "i"
+    if isinstance(value, float):
+        return "f"
+    if isinstance(value, complex):
+        return "c"
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        return value.dtype.kind
+    return None
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"ndarray[{value.dtype}, {list(value.shape)}]"
+    if isinstance(value, np.generic):
+        return f"numpy {value.dtype}"
+    return type(value).__name__
+
+
+class ColumnBuilder:
+    """Collects one column's values for the shard being written."""
+
+    def __init__(self, column: Column) -> None:
+        self.column = column
+        self.nbytes = 0
+        self._values: list[Any] = []
+        self._raw = bytearray()  # array columns: the records' bytes, back to back
+        self._n = 0
+
+    def append(self, value: Any, record: int) -> None:
+        """Add one value; raises StoreError naming ``record`` if it does not fit the column."""
+        column = self.column
+        kind = column.kind
+        if kind == "bytes":
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                self._mismatch(value, record)
+            self._values.append(value)
+            self.nbytes += len(value) + 8
+        elif kind == "str":
+            if not isinstance(value, str):
+                self._mismatch(value, record)
+            self._values.append(value)
+            self.nbytes += len(value) + 8
+        elif kind == "scalar":
+            value_kind = _value_kind(value)
+            if value_kind is None or value_kind not in _ACCEPTS[column.numpy_dtype.kind]:
+                self._mismatch(value, record)
+            self._values.append(value)
+            self.nbytes += column.numpy_dtype.itemsize
+        else:
+            dtype = column.numpy_dtype
+            if not isinstance(value, np.ndarray) or value.shape != column.shape:
+                self._mismatch(value, record)
+            if value.dtype != dtype:
+                if value.dtype.newbyteorder("=") != dtype.newbyteorder("="):
+                    self._mismatch(value, record)
+                value = value.astype(dtype)
+            self._raw += np.ascontiguousarray(value).data.cast("B")
+            self.nbytes += column.itemsize
+        self._n += 1
+
+    def _mismatch(self, value: Any, record: int) -> None:
+        raise StoreError(
+            f"record {record}: column {self.column.name!r} expects {self.column.describe()} "
+            f"(inferred from the first record), got {_type_name(value)}"
+        )
+
+    def finish(self) -> pa.Array:
+        """The collected values as one Arrow array; the builder is empty afterwards."""
+        column, n = self.column, self._n
+        if column.kind in ("bytes", "str"):
+            array = pa.array(self._values, type=arrow_type(column))
+        elif column.kind == "scalar":
+            try:
+                values = np.asarray(self._values, dtype=column.numpy_dtype)
+            except OverflowError as err:
+                raise StoreError(f"column {column.name!r}: a value does not fit {column.dtype}: {err}") from err
+            array = self._from_numpy(values)
+        else:
+            array = self._from_numpy(np.frombuffer(self._raw, dtype=column.numpy_dtype))
+        self._values, self._raw, self._n, self.nbytes = [], bytearray(), 0, 0
+        assert len(array) == n, (len(array), n)
+        return array
+
+    def _from_numpy(self, flat: np.ndarray) -> pa.Array:
+        column = self.column
+        type_ = arrow_type(column)
+        if column.kind == "scalar" and column.numpy_dtype.kind == "b":
+            return pa.array(flat, type=type_)
+        if pa.types.is_fixed_size_binary(type_):
+            raw = np.ascontiguousarray(flat).view(np.uint8)
+            n = len(raw) // type_.byte_width
+            return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(raw)])
+        values = pa.array(np.ascontiguousarray(flat))
+        if column.kind == "scalar":
+            return values
+        return pa.FixedSizeListArray.from_arrays(values, type_.list_size)
+
+
+class ColumnView:
+    """One shard's column as numpy views of the Arrow buffers, with a vectorised gather.
+
+    Construction checks the buffers' structure (no nulls, no offsets, sizes consistent,
+    variable-size offsets in range and non-decreasing) and raises CorruptStoreError
+    naming ``shard`` otherwise, so a damaged layout is never read as data.
+    """
+
+    def __init__(self, column: Column, array: pa.Array, *, shard: str) -> None:
+        self.column = column
+        self.fixed: np.ndarray | None = None  # (n, *shape) view, scalar/array kinds
+        self.offsets: np.ndarray | None = None  # (n + 1,) int64, bytes/str kinds
+        self.data: memoryview | None = None
+        n = len(array)
+        if array.null_count or array.offset:
+            raise CorruptStoreError(f"shard {shard}: column {column.name!r} has nulls or an offset")
+        buffers = array.buffers()
+        if column.kind in ("bytes", "str"):
+            offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1)
+            data = buffers[2]
+            size = 0 if data is None else data.size
+            if offsets[0] != 0 or offsets[-1] > size or (n and np.any(offsets[1:] < offsets[:-1])):
+                raise CorruptStoreError(f"shard {shard}: column {column.name!r} has damaged offsets")
+            self.offsets = offsets
+            self.data = memoryview(b"" if data is None else data)
+            return
+        dtype, shape = column.numpy_dtype, column.shape
+        if column.kind == "scalar" and dtype.kind == "b":
+            self.fixed = array.to_numpy(zero_copy_only=False)  # bit-packed: one unpack per shard
+            return
+        buffer = buffers[-1]  # FixedSizeList: the child's data buffer; primitive/binary: the data
+        count = n * int(np.prod(shape, dtype=np.int64))
+        if buffer is None or buffer.size < count * dtype.itemsize:
+            raise CorruptStoreError(f"shard {shard}: column {column.name!r} has a short data buffer")
+        self.fixed = np.frombuffer(buffer, dtype=dtype, count=count).reshape((n, *shape))
+
+    def get(self, i: int) -> Any:
+        if self.fixed is not None:
+            return self.fixed[i].copy() if self.column.kind == "array" else self.fixed[i]
+        assert self.offsets is not None and self.data is not None
+        raw = self.data[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        return str(raw, "utf-8") if self.column.kind == "str" else bytes(raw)
+
+    def gather(self, local: np.ndarray) -> np.ndarray | list[Any]:
+        """Records ``local`` of this shard: a new numpy array, or a list of bytes/str."""
+        if self.fixed is not None:
+            return self.fixed[local]
+        assert self.offsets is not None and self.data is not None
+        starts = self.offsets[local].tolist()
+        ends = self.offsets[local + 1].tolist()
+        data = self.data
+        if self.column.kind == "str":
+            return [str(data[a:b], "utf-8") for a, b in zip(starts, ends)]
+        return [bytes(data[a:b]) for a, b in zip(starts, ends)]

@@ -1,0 +1,254 @@
+"""``open``: a store as a Source, memory-mapped shards, vectorised batch gathers.
+
+What is checked, and when (every failure is a CorruptStoreError naming the shard):
+
+- **On open** (once): the manifest parses, is an epochal manifest of a version this code
+  reads, and is self-consistent (record count and fingerprint match its shard list).
+- **On first use of a shard, per process** (lazy, O(1) in the shard's data size apart
+  from one pass over variable-size offsets): the file exists and has the manifest's byte
+  size; its Arrow footer and metadata parse; its schema is the manifest's; it holds one
+  record batch of the manifest's record count; every buffer is long enough; variable-size
+  offsets start at 0, never decrease and stay inside the data buffer. So a truncated,
+  missing, foreign or structurally damaged shard is never read.
+- **With ``verify=True``** (on open) or ``epochal verify``: every shard's full xxh3-64
+  checksum, which also catches a flipped byte inside record data. Shards of remote stores
+  are always checksummed as they are downloaded into the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from epochal.store._columns import ColumnView, arrow_schema
+from epochal.store._errors import CorruptStoreError, StoreError
+from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
+from epochal.store._fs import Location, locate
+from epochal.store._remote import ShardCache, hash_file
+
+__all__ = ["StoreSource", "open_store", "read_manifest"]
+
+
+class _OpenShard:
+    """One shard memory-mapped in this process, as column views."""
+
+    def __init__(self, path: str, shard: Shard, columns: tuple[Column, ...], where: str) -> None:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise CorruptStoreError(f"shard {where} is missing") from None
+        if size != shard.bytes:
+            raise CorruptStoreError(
+                f"shard {where} is truncated or damaged: {size} bytes, the manifest says {shard.bytes}"
+            )
+        try:
+            self._map = pa.memory_map(path)
+            reader = pa.ipc.open_file(self._map)
+            if not reader.schema.equals(arrow_schema(columns)):
+                raise CorruptStoreError(f"shard {where} has schema {reader.schema}, not the manifest's")
+            if reader.num_record_batches != 1:
+                raise CorruptStoreError(f"shard {where} has {reader.num_record_batches} record batches, expected 1")
+            batch = reader.get_batch(0)
+            if batch.num_rows != shard.records:
+                raise CorruptStoreError(
+                    f"shard {where} has {batch.num_rows} records, the manifest says {shard.records}"
+                )
+            batch.validate()
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise CorruptStoreError(f"shard {where} is damaged: {err}") from err
+        self.views = [ColumnView(c, batch.column(i), shard=where) for i, c in enumerate(columns)]
+
+
+class StoreSource:
+    """A store opened for reading: a deterministic, fork-safe Source.
+
+    Shards are opened (memory-mapped, or fetched into the cache first) on first use in each
+    process, so a source created before ``fork`` or pickled into a DataLoader worker opens
+    its own maps there. ``get_columns`` gathers a batch with one vectorised gather per
+    column per shard touched; fixed-size columns come back as numpy arrays, bytes/str
+    columns as lists.
+
+    Attributes:
+        manifest: the store's :class:`Manifest` (schema, shards, metadata).
+        url: where the store lives.
+    """
+
+    deterministic = True
+
+    def __init__(self, loc: Location, manifest: Manifest, *, cache: ShardCache | None = None) -> None:
+        self._loc = loc
+        self.manifest = manifest
+        self.url = loc.url
+        self._cache = cache
+        self._starts = np.cumsum([0, *(s.records for s in manifest.shards)], dtype=np.int64)
+        self._n = int(self._starts[-1])
+        self._pid = -1
+        self._open: dict[int, _OpenShard] = {}
+
+    # -- Source protocol -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = int(index)
+        if not 0 <= i < self._n:
+            raise IndexError(f"record index {index} is out of range for a store of {self._n} records")
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        shard = self._shard(k)
+        local = i - int(self._starts[k])
+        return {c.name: view.get(local) for c, view in zip(self.manifest.columns, shard.views)}
+
+    def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray | list[Any]]:
+        """Records ``indices`` as columns: numpy arrays (first axis = batch) or lists."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        columns = self.manifest.columns
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self._n):
+            bad = idx[(idx < 0) | (idx >= self._n)][0]
+            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
+        sid = np.searchsorted(self._starts, idx, side="right") - 1
+        local = idx - self._starts[sid]
+        if idx.size == 0 or bool((sid == sid[0]).all()):
+            k = int(sid[0]) if idx.size else 0
+            return {c.name: view.gather(local) for c, view in zip(columns, self._shard(k).views)}
+        out: list[Any] = [
+            np.empty((len(idx), *c.shape), dtype=c.numpy_dtype) if c.kind in ("scalar", "array") else [None] * len(idx)
+            for c in columns
+        ]
+        order = np.argsort(sid, kind="stable")
+        sorted_sid = sid[order]
+        bounds = [0, *(np.flatnonzero(np.diff(sorted_sid)) + 1).tolist(), len(idx)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            pos = order[a:b]
+            views = self._shard(int(sorted_sid[a])).views
+            for j, view in enumerate(views):
+                part = view.gather(local[pos])
+                if isinstance(part, np.ndarray):
+                    out[j][pos] = part
+                else:
+                    target = out[j]
+                    for p, value in zip(pos.tolist(), part):
+                        target[p] = value
+        return {c.name: col for c, col in zip(columns, out)}
+
+    def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
+        """Records ``indices`` as dicts, gathered per column first."""
+        cols = self.get_columns(indices)
+        names = list(cols)
+        return [{name: cols[name][j] for name in names} for j in range(len(indices))]
+
+    @property
+    def fingerprint(self) -> str:
+        """The manifest's fingerprint: a hash of the schema and every shard's checksum."""
+        return self.manifest.fingerprint
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.manifest.columns
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.manifest.metadata
+
+    def verify(self) -> None:
+        """Check every shard's size and full xxh3-64 checksum, then its structure."""
+        for k, shard in enumerate(self.manifest.shards):
+            where = self._where(shard)
+            if self._cache is not None:
+                self._cache.fetch(shard, recheck=True)
+            else:
+                try:
+                    got = hash_file(self._loc.path(SHARDS_DIR, shard.name))
+                except FileNotFoundError:
+                    raise CorruptStoreError(f"shard {where} is missing") from None
+                if got != (shard.bytes, shard.xxh3):
+                    raise CorruptStoreError(
+                        f"shard {where} is corrupt: {got[0]} bytes with xxh3 {got[1]}, the manifest says "
+                        f"{shard.bytes} bytes with xxh3 {shard.xxh3}"
+                    )
+            self._shard(k)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _where(self, shard: Shard) -> str:
+        return f"{SHARDS_DIR}/{shard.name} of store {self.url}"
+
+    def _shard(self, k: int) -> _OpenShard:
+        if self._pid != os.getpid():  # after fork: never share the parent's maps
+            self._open = {}
+            self._pid = os.getpid()
+        opened = self._open.get(k)
+        if opened is None:
+            shard = self.manifest.shards[k]
+            if self._cache is None:
+                opened = _OpenShard(self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard))
+            else:
+                try:
+                    opened = _OpenShard(self._cache.fetch(shard), shard, self.columns, self._where(shard))
+                except CorruptStoreError:  # evicted by another process between fetch and map?
+                    opened = _OpenShard(self._cache.fetch(shard), shard, self.columns, self._where(shard))
+            self._open[k] = opened
+        return opened
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"], state["_pid"] = {}, -1
+        return state
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{c.name}={c.describe()}" for c in self.columns)
+        return f"StoreSource({self.url!r}, n={self._n}, shards={len(self.manifest.shards)}, {cols})"
+
+
+def read_manifest(loc: Location) -> Manifest:
+    """The manifest of the store at ``loc``; StoreError when there is no finished store."""
+    where = loc.path(MANIFEST_NAME) if loc.is_local else f"{loc.url.rstrip('/')}/{MANIFEST_NAME}"
+    try:
+        raw = loc.read(MANIFEST_NAME)
+    except FileNotFoundError:
+        if loc.listdir(SHARDS_DIR) or loc.listdir(PARTITIONS_DIR):
+            raise StoreError(
+                f"{loc.url} holds an unfinished build (shards but no {MANIFEST_NAME}): rerun the build to "
+                f"complete it, or merge() a parallel build"
+            ) from None
+        raise StoreError(f"no store at {loc.url}: {MANIFEST_NAME} not found") from None
+    except (IsADirectoryError, PermissionError, OSError) as err:
+        raise StoreError(f"cannot read {where}: {err}") from err
+    return Manifest.from_bytes(raw, where=where)
+
+
+def open_store(
+    url: str | os.PathLike[str],
+    *,
+    verify: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_size: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StoreSource:
+    """Open the store at ``url`` (a local path or any fsspec URL) as a Source.
+
+    Args:
+        url: e.g. ``"data/shapes"``, ``"file:///data/shapes"``, ``"s3://bucket/shapes"``.
+        verify: check every shard's xxh3-64 checksum now (reads the whole store); without
+            it shards get the structural checks listed in this module's docstring.
+        cache_dir: where shards of remote stores are cached (default ``$EPOCHAL_CACHE`` or
+            ``~/.cache/epochal/stores``).
+        cache_size: bound on the cache's bytes; least-recently-used shards are evicted.
+        storage_options: passed to fsspec (e.g. ``{"endpoint_url": ...}`` for S3).
+
+    Returns:
+        A :class:`StoreSource`.
+    """
+    loc = locate(url, **dict(storage_options or {}))
+    manifest = read_manifest(loc)
+    cache = None
+    if not loc.is_local:
+        cache = ShardCache(loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir), max_bytes=cache_size)
+    source = StoreSource(loc, manifest, cache=cache)
+    if verify:
+        source.verify()
+    return source
