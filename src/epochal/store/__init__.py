@@ -11,7 +11,7 @@ from __future__ import annotations
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import FORMAT_VERSION, Column, Manifest, Shard
 from epochal.store._reader import StoreSource
-from epochal.store._reader import open_store as open  # noqa: A004 - the public name is epochal.open
+from epochal.store._reader import open_store as open
 from epochal.store._verify import verify
 from epochal.store._writer import merge, write
 

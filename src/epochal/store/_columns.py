@@ -136,7 +136,9 @@ class ColumnBuilder:
             try:
                 values = np.asarray(self._values, dtype=column.numpy_dtype)
             except OverflowError as err:
-                raise StoreError(f"column {column.name!r}: a value does not fit {column.dtype}: {err}") from err
+                raise StoreError(
+                    f"column {column.name!r}: a value does not fit {column.dtype}: {err}"
+                ) from err
             array = self._from_numpy(values)
         else:
             array = self._from_numpy(np.frombuffer(self._raw, dtype=column.numpy_dtype))
@@ -181,7 +183,9 @@ class ColumnView:
             data = buffers[2]
             size = 0 if data is None else data.size
             if offsets[0] != 0 or offsets[-1] > size or (n and np.any(offsets[1:] < offsets[:-1])):
-                raise CorruptStoreError(f"shard {shard}: column {column.name!r} has damaged offsets")
+                raise CorruptStoreError(
+                    f"shard {shard}: column {column.name!r} has damaged offsets"
+                )
             self.offsets = offsets
             self.data = memoryview(b"" if data is None else data)
             return
@@ -192,7 +196,9 @@ class ColumnView:
         buffer = buffers[-1]  # FixedSizeList: the child's data buffer; primitive/binary: the data
         count = n * int(np.prod(shape, dtype=np.int64))
         if buffer is None or buffer.size < count * dtype.itemsize:
-            raise CorruptStoreError(f"shard {shard}: column {column.name!r} has a short data buffer")
+            raise CorruptStoreError(
+                f"shard {shard}: column {column.name!r} has a short data buffer"
+            )
         self.fixed = np.frombuffer(buffer, dtype=dtype, count=count).reshape((n, *shape))
 
     def get(self, i: int) -> Any:
@@ -211,5 +217,5 @@ class ColumnView:
         ends = self.offsets[local + 1].tolist()
         data = self.data
         if self.column.kind == "str":
-            return [str(data[a:b], "utf-8") for a, b in zip(starts, ends)]
-        return [bytes(data[a:b]) for a, b in zip(starts, ends)]
+            return [str(data[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)]
+        return [bytes(data[a:b]) for a, b in zip(starts, ends, strict=True)]

@@ -85,7 +85,11 @@ class Column:
 
     @classmethod
     def from_json(cls, data: Any) -> Column:
-        if not isinstance(data, dict) or data.get("kind") not in KINDS or not isinstance(data.get("name"), str):
+        if (
+            not isinstance(data, dict)
+            or data.get("kind") not in KINDS
+            or not isinstance(data.get("name"), str)
+        ):
             raise ValueError(f"bad column entry {data!r}")
         kind = data["kind"]
         dtype = data.get("dtype")
@@ -112,7 +116,10 @@ class Shard:
         if not isinstance(data, dict):
             raise ValueError(f"bad shard entry {data!r}")
         shard = cls(
-            name=str(data["name"]), records=int(data["records"]), bytes=int(data["bytes"]), xxh3=str(data["xxh3"])
+            name=str(data["name"]),
+            records=int(data["records"]),
+            bytes=int(data["bytes"]),
+            xxh3=str(data["xxh3"]),
         )
         if "/" in shard.name or shard.name.startswith(".") or shard.records < 0 or shard.bytes < 0:
             raise ValueError(f"bad shard entry {data!r}")
@@ -158,7 +165,9 @@ class Manifest:
         try:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CorruptStoreError(f"manifest {where} is not valid JSON ({err}); the store is damaged") from err
+            raise CorruptStoreError(
+                f"manifest {where} is not valid JSON ({err}); the store is damaged"
+            ) from err
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CorruptStoreError(
                 f"{where} is not an epochal store manifest (format {data.get('format') if isinstance(data, dict) else None!r}, expected {FORMAT!r})"
@@ -180,10 +189,15 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptStoreError(f"manifest {where} is damaged: {err}") from err
         if not manifest.columns or len({c.name for c in manifest.columns}) != len(manifest.columns):
-            raise CorruptStoreError(f"manifest {where} is damaged: missing or repeated column names")
+            raise CorruptStoreError(
+                f"manifest {where} is damaged: missing or repeated column names"
+            )
         if len({s.name for s in manifest.shards}) != len(manifest.shards):
             raise CorruptStoreError(f"manifest {where} is damaged: a shard is listed twice")
-        if data.get("num_records") != manifest.num_records or data.get("fingerprint") != manifest.fingerprint:
+        if (
+            data.get("num_records") != manifest.num_records
+            or data.get("fingerprint") != manifest.fingerprint
+        ):
             raise CorruptStoreError(
                 f"manifest {where} is damaged: its record count or fingerprint does not match its shard list"
             )
@@ -213,7 +227,7 @@ def infer_column(name: str, value: Any) -> Column:
         return Column(name=name, kind="scalar", dtype="<f8")
     if isinstance(value, (np.generic, np.ndarray)):
         array = np.asarray(value)
-        if array.dtype.kind not in "biufc" :
+        if array.dtype.kind not in "biufc":
             raise StoreError(
                 f"column {name!r} has numpy dtype {array.dtype}; a store holds bool/int/uint/float/complex arrays, bytes and str"
             )

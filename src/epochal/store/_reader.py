@@ -17,6 +17,7 @@ What is checked, and when (every failure is a CorruptStoreError naming the shard
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -49,9 +50,13 @@ class _OpenShard:
             self._map = pa.memory_map(path)
             reader = pa.ipc.open_file(self._map)
             if not reader.schema.equals(arrow_schema(columns)):
-                raise CorruptStoreError(f"shard {where} has schema {reader.schema}, not the manifest's")
+                raise CorruptStoreError(
+                    f"shard {where} has schema {reader.schema}, not the manifest's"
+                )
             if reader.num_record_batches != 1:
-                raise CorruptStoreError(f"shard {where} has {reader.num_record_batches} record batches, expected 1")
+                raise CorruptStoreError(
+                    f"shard {where} has {reader.num_record_batches} record batches, expected 1"
+                )
             batch = reader.get_batch(0)
             if batch.num_rows != shard.records:
                 raise CorruptStoreError(
@@ -79,7 +84,9 @@ class StoreSource:
 
     deterministic = True
 
-    def __init__(self, loc: Location, manifest: Manifest, *, cache: ShardCache | None = None) -> None:
+    def __init__(
+        self, loc: Location, manifest: Manifest, *, cache: ShardCache | None = None
+    ) -> None:
         self._loc = loc
         self.manifest = manifest
         self.url = loc.url
@@ -97,11 +104,16 @@ class StoreSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = int(index)
         if not 0 <= i < self._n:
-            raise IndexError(f"record index {index} is out of range for a store of {self._n} records")
+            raise IndexError(
+                f"record index {index} is out of range for a store of {self._n} records"
+            )
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         shard = self._shard(k)
         local = i - int(self._starts[k])
-        return {c.name: view.get(local) for c, view in zip(self.manifest.columns, shard.views)}
+        return {
+            c.name: view.get(local)
+            for c, view in zip(self.manifest.columns, shard.views, strict=True)
+        }
 
     def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray | list[Any]]:
         """Records ``indices`` as columns: numpy arrays (first axis = batch) or lists."""
@@ -114,15 +126,20 @@ class StoreSource:
         local = idx - self._starts[sid]
         if idx.size == 0 or bool((sid == sid[0]).all()):
             k = int(sid[0]) if idx.size else 0
-            return {c.name: view.gather(local) for c, view in zip(columns, self._shard(k).views)}
+            return {
+                c.name: view.gather(local)
+                for c, view in zip(columns, self._shard(k).views, strict=True)
+            }
         out: list[Any] = [
-            np.empty((len(idx), *c.shape), dtype=c.numpy_dtype) if c.kind in ("scalar", "array") else [None] * len(idx)
+            np.empty((len(idx), *c.shape), dtype=c.numpy_dtype)
+            if c.kind in ("scalar", "array")
+            else [None] * len(idx)
             for c in columns
         ]
         order = np.argsort(sid, kind="stable")
         sorted_sid = sid[order]
         bounds = [0, *(np.flatnonzero(np.diff(sorted_sid)) + 1).tolist(), len(idx)]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             pos = order[a:b]
             views = self._shard(int(sorted_sid[a])).views
             for j, view in enumerate(views):
@@ -131,9 +148,9 @@ class StoreSource:
                     out[j][pos] = part
                 else:
                     target = out[j]
-                    for p, value in zip(pos.tolist(), part):
+                    for p, value in zip(pos.tolist(), part, strict=True):
                         target[p] = value
-        return {c.name: col for c, col in zip(columns, out)}
+        return {c.name: col for c, col in zip(columns, out, strict=True)}
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """Records ``indices`` as dicts, gathered per column first."""
@@ -185,12 +202,18 @@ class StoreSource:
         if opened is None:
             shard = self.manifest.shards[k]
             if self._cache is None:
-                opened = _OpenShard(self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard))
+                opened = _OpenShard(
+                    self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
+                )
             else:
                 try:
-                    opened = _OpenShard(self._cache.fetch(shard), shard, self.columns, self._where(shard))
+                    opened = _OpenShard(
+                        self._cache.fetch(shard), shard, self.columns, self._where(shard)
+                    )
                 except CorruptStoreError:  # evicted by another process between fetch and map?
-                    opened = _OpenShard(self._cache.fetch(shard), shard, self.columns, self._where(shard))
+                    opened = _OpenShard(
+                        self._cache.fetch(shard), shard, self.columns, self._where(shard)
+                    )
             self._open[k] = opened
         return opened
 
@@ -247,7 +270,9 @@ def open_store(
     manifest = read_manifest(loc)
     cache = None
     if not loc.is_local:
-        cache = ShardCache(loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir), max_bytes=cache_size)
+        cache = ShardCache(
+            loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir), max_bytes=cache_size
+        )
     source = StoreSource(loc, manifest, cache=cache)
     if verify:
         source.verify()

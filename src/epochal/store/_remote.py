@@ -41,7 +41,9 @@ _CHUNK = 8 << 20
 
 def default_cache_dir() -> str:
     """``$EPOCHAL_CACHE``, else ``~/.cache/epochal/stores``."""
-    return os.environ.get("EPOCHAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "epochal", "stores")
+    return os.environ.get("EPOCHAL_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "epochal", "stores"
+    )
 
 
 def hash_file(path: str) -> tuple[int, str]:
@@ -75,12 +77,16 @@ def _size(path: str) -> int:
 class ShardCache:
     """Fetches shards of one remote store into a local directory; see the module docstring."""
 
-    def __init__(self, loc: Location, *, cache_dir: str | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, loc: Location, *, cache_dir: str | None = None, max_bytes: int | None = None
+    ) -> None:
         self.loc = loc
         self.root = os.path.abspath(cache_dir or default_cache_dir())
         self.dir = os.path.join(self.root, xxhash.xxh3_64_hexdigest(loc.url.rstrip("/")))
         env = os.environ.get("EPOCHAL_CACHE_SIZE")
-        self.max_bytes = max_bytes if max_bytes is not None else int(env) if env else DEFAULT_CACHE_SIZE
+        self.max_bytes = (
+            max_bytes if max_bytes is not None else int(env) if env else DEFAULT_CACHE_SIZE
+        )
         if self.max_bytes < 1:
             raise ValueError(f"cache_size must be a positive number of bytes, got {self.max_bytes}")
 
@@ -101,7 +107,9 @@ class ShardCache:
             return path
         os.makedirs(self.dir, exist_ok=True)
         with _locked(path + ".lock"):
-            if _size(path) == shard.bytes and (not recheck or hash_file(path) == (shard.bytes, shard.xxh3)):
+            if _size(path) == shard.bytes and (
+                not recheck or hash_file(path) == (shard.bytes, shard.xxh3)
+            ):
                 return path
             self._download(shard, path)
         self._evict(keep=path)
@@ -125,7 +133,9 @@ class ShardCache:
                 )
             os.replace(tmp, path)
         except FileNotFoundError as err:
-            raise CorruptStoreError(f"shard {SHARDS_DIR}/{shard.name} of {self.loc.url} is missing") from err
+            raise CorruptStoreError(
+                f"shard {SHARDS_DIR}/{shard.name} of {self.loc.url} is missing"
+            ) from err
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

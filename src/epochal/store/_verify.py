@@ -57,7 +57,9 @@ def verify(
             problems.append(f"{SHARDS_DIR}/{shard.name} is missing")
             continue
         if size != shard.bytes:
-            problems.append(f"{SHARDS_DIR}/{shard.name} has {size} bytes, the manifest says {shard.bytes}")
+            problems.append(
+                f"{SHARDS_DIR}/{shard.name} has {size} bytes, the manifest says {shard.bytes}"
+            )
         elif digest.hexdigest() != shard.xxh3:
             problems.append(
                 f"{SHARDS_DIR}/{shard.name} is corrupt (xxh3 {digest.hexdigest()}, the manifest says {shard.xxh3})"

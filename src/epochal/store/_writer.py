@@ -93,7 +93,9 @@ def write(
     loc = locate(dest, **dict(storage_options or {}))
     if loc.exists(MANIFEST_NAME):
         if not overwrite:
-            raise StoreError(f"{loc.url} already holds a finished store; pass overwrite=True to replace it")
+            raise StoreError(
+                f"{loc.url} already holds a finished store; pass overwrite=True to replace it"
+            )
         loc.remove(MANIFEST_NAME)  # from here on the old store is no longer openable
     index = 0 if partition is None else int(partition)
     columns, shards = _write_shards(records, loc, index, shard_size=shard_size, progress=progress)
@@ -115,7 +117,9 @@ def write(
     return Manifest(columns=columns, shards=tuple(shards), metadata=meta)
 
 
-def merge(dest: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Manifest:
+def merge(
+    dest: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> Manifest:
     """Finish a parallel build: check every partition is written, then write the manifest.
 
     Raises:
@@ -130,17 +134,23 @@ def merge(dest: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | 
             body = json.loads(loc.read(PARTITIONS_DIR, name))
             assert body["format"] == _PARTITION_FORMAT
         except (ValueError, KeyError, TypeError, AssertionError) as err:
-            raise StoreError(f"partition manifest {PARTITIONS_DIR}/{name} of {loc.url} is damaged: {err!r}") from err
+            raise StoreError(
+                f"partition manifest {PARTITIONS_DIR}/{name} of {loc.url} is damaged: {err!r}"
+            ) from err
         parts[int(body["partition"])] = body
     if not parts:
-        raise StoreError(f"nothing to merge at {loc.url}: no partitions written (expected {PARTITIONS_DIR}/*.json)")
+        raise StoreError(
+            f"nothing to merge at {loc.url}: no partitions written (expected {PARTITIONS_DIR}/*.json)"
+        )
     expected = {int(b["num_partitions"]) for b in parts.values()}
     if len(expected) != 1:
         raise StoreError(f"partitions at {loc.url} disagree on num_partitions: {sorted(expected)}")
     total = expected.pop()
     missing = sorted(set(range(total)) - set(parts))
     if missing:
-        raise StoreError(f"cannot merge {loc.url}: partitions {missing} of {total} are not written yet")
+        raise StoreError(
+            f"cannot merge {loc.url}: partitions {missing} of {total} are not written yet"
+        )
     columns: tuple[Column, ...] = ()
     shards: list[Shard] = []
     meta: dict[str, Any] = {}
@@ -186,7 +196,12 @@ def _partition_name(partition: int) -> str:
 
 
 def _write_shards(
-    records: Iterable[Mapping[str, Any]], loc: Location, partition: int, *, shard_size: int, progress: bool
+    records: Iterable[Mapping[str, Any]],
+    loc: Location,
+    partition: int,
+    *,
+    shard_size: int,
+    progress: bool,
 ) -> tuple[tuple[Column, ...], list[Shard]]:
     columns: tuple[Column, ...] = ()
     builders: list[ColumnBuilder] = []
@@ -201,7 +216,9 @@ def _write_shards(
     try:
         for number, record in enumerate(records):
             if not isinstance(record, Mapping):
-                raise StoreError(f"record {number} is a {type(record).__name__}; records must be dicts of columns")
+                raise StoreError(
+                    f"record {number} is a {type(record).__name__}; records must be dicts of columns"
+                )
             if not builders:
                 columns = tuple(infer_column(str(k), v) for k, v in record.items())
                 if not columns:
@@ -213,7 +230,7 @@ def _write_shards(
                     f"record {number} has columns {sorted(map(str, record))}, expected {sorted(names)} "
                     f"(from the first record)"
                 )
-            for builder, name in zip(builders, names):
+            for builder, name in zip(builders, names, strict=True):
                 builder.append(record[name], number)
             pending += 1
             if bar is not None:
@@ -230,7 +247,12 @@ def _write_shards(
 
 
 def _flush(
-    loc: Location, columns: tuple[Column, ...], builders: list[ColumnBuilder], partition: int, seq: int, n: int
+    loc: Location,
+    columns: tuple[Column, ...],
+    builders: list[ColumnBuilder],
+    partition: int,
+    seq: int,
+    n: int,
 ) -> Shard:
     """Encode the pending records as one Arrow IPC file (one record batch) and store it."""
     schema = arrow_schema(columns)
