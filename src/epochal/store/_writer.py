@@ -94,7 +94,7 @@ def write(
     if loc.exists(MANIFEST_NAME):
         if not overwrite:
             raise StoreError(
-                f"{loc.url} already holds a finished store; pass overwrite=True to replace it"
+                f"{loc.url} already holds a finished store; pass overwrite=True (epochal build --overwrite) to replace it"
             )
         loc.remove(MANIFEST_NAME)  # from here on the old store is no longer openable
     index = 0 if partition is None else int(partition)
@@ -220,7 +220,10 @@ def _write_shards(
                     f"record {number} is a {type(record).__name__}; records must be dicts of columns"
                 )
             if not builders:
-                columns = tuple(infer_column(str(k), v) for k, v in record.items())
+                try:
+                    columns = tuple(infer_column(str(k), v) for k, v in record.items())
+                except StoreError as err:
+                    raise StoreError(f"record {number}: {err}") from None
                 if not columns:
                     raise StoreError("record 0 has no columns; records must be non-empty dicts")
                 builders = [ColumnBuilder(c) for c in columns]
