@@ -17,10 +17,19 @@ __all__ = ["COMMANDS", "main"]
 
 # subcommand -> (module with ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("epochal._bench", "Measure loader throughput against a raw numpy gather on this machine."),
-    "build": ("epochal.store._cmd_build", "Build a store from images, JSONL, CSV, Parquet, .npy/.npz or WebDataset tars."),
+    "bench": (
+        "epochal._bench",
+        "Measure loader throughput against a raw numpy gather on this machine.",
+    ),
+    "build": (
+        "epochal.store._cmd_build",
+        "Build a store from images, JSONL, CSV, Parquet, .npy/.npz or WebDataset tars.",
+    ),
     "demo": ("epochal._demo", "Run the built-in demo on embedded data (no downloads)."),
-    "inspect": ("epochal.store._cmd_inspect", "Show a store's schema, counts, sizes and a few records."),
+    "inspect": (
+        "epochal.store._cmd_inspect",
+        "Show a store's schema, counts, sizes and a few records.",
+    ),
     "verify": ("epochal.store._cmd_verify", "Check every shard of a store against its checksums."),
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -16,13 +15,30 @@ from epochal.store._errors import StoreError
 __all__ = ["Location", "locate"]
 
 
-@dataclass(frozen=True)
 class Location:
-    """A store's root: ``url`` as the user gave it, ``fs`` and ``root`` as fsspec sees it."""
+    """A store's root: ``url`` as the user gave it, ``fs`` and ``root`` as fsspec sees it.
 
-    url: str
-    fs: Any
-    root: str
+    The filesystem object is made again in each process (and after unpickling): fsspec
+    filesystems for object stores hold event loops and connections that must not cross
+    a ``fork``.
+    """
+
+    def __init__(self, url: str, root: str, storage_options: dict[str, Any], fs: Any) -> None:
+        self.url = url
+        self.root = root
+        self.storage_options = storage_options
+        self._fs = fs
+        self._pid = os.getpid()
+
+    @property
+    def fs(self) -> Any:
+        if self._pid != os.getpid() or self._fs is None:
+            self._fs = fsspec.core.url_to_fs(self.url, **self.storage_options)[0]
+            self._pid = os.getpid()
+        return self._fs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fs": None}
 
     @property
     def is_local(self) -> bool:
@@ -92,4 +108,4 @@ def locate(url: str | os.PathLike[str], **storage_options: Any) -> Location:
         raise StoreError(f"cannot reach store {text!r}: {err}") from err
     if isinstance(fs, LocalFileSystem):
         root = os.path.abspath(root)
-    return Location(url=text, fs=fs, root=root)
+    return Location(text, root, dict(storage_options), fs)

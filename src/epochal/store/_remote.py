@@ -82,7 +82,7 @@ class ShardCache:
     ) -> None:
         self.loc = loc
         self.root = os.path.abspath(cache_dir or default_cache_dir())
-        self.dir = os.path.join(self.root, xxhash.xxh3_64_hexdigest(loc.url.rstrip("/")))
+        self.dir = os.path.join(self.root, xxhash.xxh3_64_hexdigest(loc.url.rstrip("/").encode()))
         env = os.environ.get("EPOCHAL_CACHE_SIZE")
         self.max_bytes = (
             max_bytes if max_bytes is not None else int(env) if env else DEFAULT_CACHE_SIZE
