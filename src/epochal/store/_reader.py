@@ -33,6 +33,8 @@ from epochal.store._remote import ShardCache, hash_file
 
 __all__ = ["StoreSource", "open_store", "read_manifest"]
 
+_MAGIC = b"ARROW1"
+
 
 class _OpenShard:
     """One shard memory-mapped in this process, as column views."""
@@ -48,6 +50,10 @@ class _OpenShard:
             )
         try:
             self._map = pa.memory_map(path)
+            if self._map.read_at(6, 0) != _MAGIC:  # Arrow checks only the trailing magic
+                raise CorruptStoreError(
+                    f"shard {where} is damaged: it does not start as an Arrow IPC file"
+                )
             reader = pa.ipc.open_file(self._map)
             if not reader.schema.equals(arrow_schema(columns)):
                 raise CorruptStoreError(
