@@ -35,11 +35,17 @@ def main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from epochal.store._errors import StoreError
+    from epochal.store._format import MANIFEST_NAME
+    from epochal.store._fs import locate
     from epochal.store._ingest import ingest
     from epochal.store._writer import write
 
     if cfg.shard_size_mb <= 0:
         raise StoreError(f"--shard-size-mb must be positive, got {cfg.shard_size_mb}")
+    if not cfg.overwrite and locate(cfg.dest).exists(MANIFEST_NAME):  # fail before any work
+        raise StoreError(
+            f"{cfg.dest} already holds a finished store; pass --overwrite to replace it"
+        )
     source = ingest(cfg.src, cfg.format)
     start = time.perf_counter()
     with tqdm(total=source.total, unit=" rec", unit_scale=True, desc="building") as bar:
