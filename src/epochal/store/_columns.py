@@ -88,38 +88,48 @@ class ColumnBuilder:
         self._values: list[Any] = []
         self._raw = bytearray()  # array columns: the records' bytes, back to back
         self._n = 0
+        # per-value checks run for every record: look everything up once
+        self._kind = column.kind
+        self._dtype = column.numpy_dtype if column.dtype is not None else None
+        self._itemsize = column.itemsize if column.dtype is not None else 0
+        self._accepts = (
+            _ACCEPTS[self._dtype.kind]
+            if self._dtype is not None and self._dtype.kind in _ACCEPTS
+            else ""
+        )
 
-    def append(self, value: Any, record: int) -> None:
-        """Add one value; raises StoreError naming ``record`` if it does not fit the column."""
-        column = self.column
-        kind = column.kind
-        if kind == "bytes":
+    def append(self, value: Any, record: int) -> int:
+        """Add one value and return its size in bytes; raises StoreError naming ``record`` if it does not fit."""
+        kind = self._kind
+        if kind == "array":
+            if not isinstance(value, np.ndarray) or value.shape != self.column.shape:
+                self._mismatch(value, record)
+            if value.dtype != self._dtype:
+                assert self._dtype is not None
+                if value.dtype.newbyteorder("=") != self._dtype.newbyteorder("="):
+                    self._mismatch(value, record)
+                value = value.astype(self._dtype)
+            self._raw += value.data.cast("B") if value.flags.c_contiguous else value.tobytes()
+            size = self._itemsize
+        elif kind == "scalar":
+            value_kind = _value_kind(value)
+            if value_kind is None or value_kind not in self._accepts:
+                self._mismatch(value, record)
+            self._values.append(value)
+            size = self._itemsize
+        elif kind == "bytes":
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 self._mismatch(value, record)
             self._values.append(value)
-            self.nbytes += len(value) + 8
-        elif kind == "str":
+            size = len(value) + 8
+        else:
             if not isinstance(value, str):
                 self._mismatch(value, record)
             self._values.append(value)
-            self.nbytes += len(value) + 8
-        elif kind == "scalar":
-            value_kind = _value_kind(value)
-            if value_kind is None or value_kind not in _ACCEPTS[column.numpy_dtype.kind]:
-                self._mismatch(value, record)
-            self._values.append(value)
-            self.nbytes += column.numpy_dtype.itemsize
-        else:
-            dtype = column.numpy_dtype
-            if not isinstance(value, np.ndarray) or value.shape != column.shape:
-                self._mismatch(value, record)
-            if value.dtype != dtype:
-                if value.dtype.newbyteorder("=") != dtype.newbyteorder("="):
-                    self._mismatch(value, record)
-                value = value.astype(dtype)
-            self._raw += np.ascontiguousarray(value).data.cast("B")
-            self.nbytes += column.itemsize
+            size = len(value) + 8
         self._n += 1
+        self.nbytes += size
+        return size
 
     def _mismatch(self, value: Any, record: int) -> None:
         raise StoreError(

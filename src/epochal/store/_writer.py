@@ -206,8 +206,9 @@ def _write_shards(
     columns: tuple[Column, ...] = ()
     builders: list[ColumnBuilder] = []
     names: tuple[str, ...] = ()
+    name_set: set[str] = set()
     shards: list[Shard] = []
-    pending = 0
+    pending = pending_bytes = 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -228,19 +229,20 @@ def _write_shards(
                     raise StoreError("record 0 has no columns; records must be non-empty dicts")
                 builders = [ColumnBuilder(c) for c in columns]
                 names = tuple(c.name for c in columns)
-            if len(record) != len(names) or any(name not in record for name in names):
+                name_set = set(names)
+            if record.keys() != name_set:
                 raise StoreError(
                     f"record {number} has columns {sorted(map(str, record))}, expected {sorted(names)} "
                     f"(from the first record)"
                 )
             for builder, name in zip(builders, names, strict=True):
-                builder.append(record[name], number)
+                pending_bytes += builder.append(record[name], number)
             pending += 1
             if bar is not None:
                 bar.update(1)
-            if sum(b.nbytes for b in builders) >= shard_size:
+            if pending_bytes >= shard_size:
                 shards.append(_flush(loc, columns, builders, partition, len(shards), pending))
-                pending = 0
+                pending = pending_bytes = 0
         if pending:
             shards.append(_flush(loc, columns, builders, partition, len(shards), pending))
     finally:
