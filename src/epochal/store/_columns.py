@@ -24,7 +24,7 @@ import pyarrow as pa
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import Column
 
-__all__ = ["ColumnBuilder", "ColumnView", "arrow_schema", "arrow_type"]
+__all__ = ["ColumnBuilder", "ColumnView", "arrow_schema", "arrow_type", "as_records"]
 
 # kinds of value (numpy dtype.kind letters) a scalar/array column of each kind accepts
 _ACCEPTS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "c": "iufc"}
@@ -172,60 +172,75 @@ class ColumnBuilder:
 
 
 class ColumnView:
-    """One shard's column as numpy views of the Arrow buffers, with a vectorised gather.
+    """One shard's column as numpy views of its Arrow buffers (zero copy from the map).
 
-    Construction checks the buffers' structure (no nulls, no offsets, sizes consistent,
-    variable-size offsets in range and non-decreasing) and raises CorruptStoreError
-    naming ``shard`` otherwise, so a damaged layout is never read as data.
+    Construction checks the buffers' structure (no nulls, no offsets, buffers long enough,
+    variable-size offsets start at 0, never decrease and stay inside the data buffer) and
+    raises CorruptStoreError naming ``shard`` otherwise: a damaged layout is never read,
+    and every address a batch gather computes from these views lies inside a buffer.
+
+    Attributes:
+        rows: scalar/array kinds: ``(n,)`` array with one item per record (an opaque
+            ``void`` item of the record's bytes for arrays, so numpy copies each record
+            with one memcpy).
+        offsets: bytes/str kinds: ``(n + 1,)`` int64 offsets into ``data``.
+        data: bytes/str kinds: the ``uint8`` data buffer.
     """
 
     def __init__(self, column: Column, array: pa.Array, *, shard: str) -> None:
         self.column = column
-        self.fixed: np.ndarray | None = None  # (n, *shape) view, scalar/array kinds
-        self.offsets: np.ndarray | None = None  # (n + 1,) int64, bytes/str kinds
-        self.data: memoryview | None = None
+        self.rows: np.ndarray | None = None
+        self.offsets: np.ndarray | None = None
+        self.data: np.ndarray | None = None
         n = len(array)
         if array.null_count or array.offset:
             raise CorruptStoreError(f"shard {shard}: column {column.name!r} has nulls or an offset")
         buffers = array.buffers()
         if column.kind in ("bytes", "str"):
-            offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1)
             data = buffers[2]
+            if buffers[1] is None or buffers[1].size < (n + 1) * 8:
+                raise CorruptStoreError(
+                    f"shard {shard}: column {column.name!r} has a short offsets buffer"
+                )
+            offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1)
             size = 0 if data is None else data.size
-            if offsets[0] != 0 or offsets[-1] > size or (n and np.any(offsets[1:] < offsets[:-1])):
+            if offsets[0] != 0 or offsets[-1] > size or np.any(offsets[1:] < offsets[:-1]):
                 raise CorruptStoreError(
                     f"shard {shard}: column {column.name!r} has damaged offsets"
                 )
             self.offsets = offsets
-            self.data = memoryview(b"" if data is None else data)
+            self.data = np.frombuffer(data, dtype=np.uint8) if size else np.zeros(1, dtype=np.uint8)
+            self._memory = memoryview(self.data)
             return
-        dtype, shape = column.numpy_dtype, column.shape
+        dtype = column.numpy_dtype
         if column.kind == "scalar" and dtype.kind == "b":
-            self.fixed = array.to_numpy(zero_copy_only=False)  # bit-packed: one unpack per shard
+            self.rows = array.to_numpy(zero_copy_only=False)  # bit-packed: unpacked once per shard
             return
         buffer = buffers[-1]  # FixedSizeList: the child's data buffer; primitive/binary: the data
-        count = n * int(np.prod(shape, dtype=np.int64))
-        if buffer is None or buffer.size < count * dtype.itemsize:
+        itemsize = column.itemsize
+        if buffer is None or buffer.size < n * itemsize:
             raise CorruptStoreError(
                 f"shard {shard}: column {column.name!r} has a short data buffer"
             )
-        self.fixed = np.frombuffer(buffer, dtype=dtype, count=count).reshape((n, *shape))
+        self.rows = np.frombuffer(buffer, dtype=np.dtype((np.void, itemsize)), count=n)
+
+    def regions(self) -> list[tuple[int, int]]:
+        """(address, bytes) of every buffer a gather may read."""
+        arrays = [self.rows] if self.rows is not None else [self.offsets, self.data]
+        return [(a.ctypes.data, a.nbytes) for a in arrays if a is not None]
 
     def get(self, i: int) -> Any:
-        if self.fixed is not None:
-            return self.fixed[i].copy() if self.column.kind == "array" else self.fixed[i]
-        assert self.offsets is not None and self.data is not None
-        raw = self.data[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        """Record ``i`` of this shard: a numpy scalar, a new array, bytes or str."""
+        if self.rows is not None:
+            value = as_records(self.column, self.rows[i : i + 1])[0]
+            return value.copy() if self.column.kind == "array" else value
+        assert self.offsets is not None
+        raw = self._memory[int(self.offsets[i]) : int(self.offsets[i + 1])]
         return str(raw, "utf-8") if self.column.kind == "str" else bytes(raw)
 
-    def gather(self, local: np.ndarray) -> np.ndarray | list[Any]:
-        """Records ``local`` of this shard: a new numpy array, or a list of bytes/str."""
-        if self.fixed is not None:
-            return self.fixed[local]
-        assert self.offsets is not None and self.data is not None
-        starts = self.offsets[local].tolist()
-        ends = self.offsets[local + 1].tolist()
-        data = self.data
-        if self.column.kind == "str":
-            return [str(data[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)]
-        return [bytes(data[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+def as_records(column: Column, items: np.ndarray) -> np.ndarray:
+    """Opaque record items (see :attr:`ColumnView.rows`) as the column's dtype and shape."""
+    if items.dtype.kind != "V":
+        return items
+    return items.view(column.numpy_dtype).reshape((len(items), *column.shape))

@@ -13,6 +13,7 @@ ones with a message saying to upgrade epochal.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,12 +59,12 @@ class Column:
     dtype: str | None = None  # numpy dtype string (little-endian), scalar and array only
     shape: tuple[int, ...] = ()  # per-record shape, array only
 
-    @property
+    @functools.cached_property  # looked up for every batch: computed once per column
     def numpy_dtype(self) -> np.dtype:
         assert self.dtype is not None, self
         return np.dtype(self.dtype)
 
-    @property
+    @functools.cached_property
     def itemsize(self) -> int:
         """Bytes per record of a scalar/array column."""
         return self.numpy_dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
@@ -232,6 +233,10 @@ def infer_column(name: str, value: Any) -> Column:
                 f"column {name!r} has numpy dtype {array.dtype}; a store holds bool/int/uint/float/complex arrays, bytes and str"
             )
         dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        if array.size == 0:
+            raise StoreError(
+                f"column {name!r} holds an empty array (shape {array.shape}); records need at least one element"
+            )
         if array.ndim == 0:
             return Column(name=name, kind="scalar", dtype=dtype.str)
         return Column(name=name, kind="array", dtype=dtype.str, shape=tuple(array.shape))

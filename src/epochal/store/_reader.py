@@ -17,7 +17,6 @@ What is checked, and when (every failure is a CorruptStoreError naming the shard
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -25,10 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from epochal.store._columns import ColumnView, arrow_schema
+from epochal.store._columns import ColumnView, arrow_schema, as_records
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
 from epochal.store._fs import Location, locate
+from epochal.store._gather import AddressSpace
 from epochal.store._remote import ShardCache, hash_file
 
 __all__ = ["StoreSource", "open_store", "read_manifest"]
@@ -101,6 +101,7 @@ class StoreSource:
         self._n = int(self._starts[-1])
         self._pid = -1
         self._open: dict[int, _OpenShard] = {}
+        self._reset_after_fork()
 
     # -- Source protocol -------------------------------------------------------------------
 
@@ -122,41 +123,55 @@ class StoreSource:
         }
 
     def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray | list[Any]]:
-        """Records ``indices`` as columns: numpy arrays (first axis = batch) or lists."""
+        """Records ``indices`` as columns: numpy arrays (first axis = batch) or lists.
+
+        One vectorised gather per column over every shard the batch touches (see
+        ``_gather``); bytes/str columns locate all records from the offsets buffers in one
+        gather too, then copy each record's bytes out.
+        """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        columns = self.manifest.columns
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self._n):
             bad = idx[(idx < 0) | (idx >= self._n)][0]
             raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
+        if idx.size == 0:
+            views = self._shard(0).views
+            return {
+                c.name: as_records(c, v.rows[:0]) if v.rows is not None else []
+                for c, v in zip(self.columns, views, strict=True)
+            }
         sid = np.searchsorted(self._starts, idx, side="right") - 1
         local = idx - self._starts[sid]
-        if idx.size == 0 or bool((sid == sid[0]).all()):
-            k = int(sid[0]) if idx.size else 0
-            return {
-                c.name: view.gather(local)
-                for c, view in zip(columns, self._shard(k).views, strict=True)
-            }
-        out: list[Any] = [
-            np.empty((len(idx), *c.shape), dtype=c.numpy_dtype)
-            if c.kind in ("scalar", "array")
-            else [None] * len(idx)
-            for c in columns
-        ]
-        order = np.argsort(sid, kind="stable")
-        sorted_sid = sid[order]
-        bounds = [0, *(np.flatnonzero(np.diff(sorted_sid)) + 1).tolist(), len(idx)]
-        for a, b in itertools.pairwise(bounds):
-            pos = order[a:b]
-            views = self._shard(int(sorted_sid[a])).views
-            for j, view in enumerate(views):
-                part = view.gather(local[pos])
-                if isinstance(part, np.ndarray):
-                    out[j][pos] = part
+        self._reset_after_fork()
+        if len(self._open) < len(self.manifest.shards):
+            for k in set(np.unique(sid).tolist()) - self._open.keys():
+                self._shard(k)
+        space = self._space
+        if space is None:
+            space = self._space = AddressSpace(
+                r for s in self._open.values() for v in s.views for r in v.regions()
+            )
+        out: dict[str, np.ndarray | list[Any]] = {}
+        for j, column in enumerate(self.columns):
+            first = self._addr[j][sid] - space.lo
+            if column.kind in ("bytes", "str"):
+                bounds = space.items(16)[first + local * 8].view(np.int64).reshape(-1, 2)
+                base = self._data_addr[j][sid] - space.lo
+                starts, ends = (base + bounds[:, 0]).tolist(), (base + bounds[:, 1]).tolist()
+                memory = space.memory
+                if column.kind == "str":
+                    out[column.name] = [
+                        str(memory[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)
+                    ]
                 else:
-                    target = out[j]
-                    for p, value in zip(pos.tolist(), part, strict=True):
-                        target[p] = value
-        return {c.name: col for c, col in zip(columns, out, strict=True)}
+                    out[column.name] = [
+                        bytes(memory[a:b]) for a, b in zip(starts, ends, strict=True)
+                    ]
+            else:
+                itemsize = column.itemsize
+                out[column.name] = as_records(
+                    column, space.items(itemsize)[first + local * itemsize]
+                )
+        return out
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """Records ``indices`` as dicts, gathered per column first."""
@@ -200,33 +215,57 @@ class StoreSource:
     def _where(self, shard: Shard) -> str:
         return f"{SHARDS_DIR}/{shard.name} of store {self.url}"
 
-    def _shard(self, k: int) -> _OpenShard:
-        if self._pid != os.getpid():  # after fork: never share the parent's maps
+    def _reset_after_fork(self) -> None:
+        """Per-process state: a forked or unpickled copy maps its own shards."""
+        if self._pid != os.getpid():
+            n = len(self.manifest.shards)
             self._open = {}
+            self._space = None  # AddressSpace over the open shards' buffers
+            self._addr = [
+                np.zeros(n, dtype=np.int64) for _ in self.columns
+            ]  # rows/offsets, by shard
+            self._data_addr = [np.zeros(n, dtype=np.int64) for _ in self.columns]  # bytes/str data
             self._pid = os.getpid()
+
+    def _shard(self, k: int) -> _OpenShard:
+        self._reset_after_fork()
         opened = self._open.get(k)
-        if opened is None:
-            shard = self.manifest.shards[k]
-            if self._cache is None:
+        if opened is not None:
+            return opened
+        shard = self.manifest.shards[k]
+        if self._cache is None:
+            opened = _OpenShard(
+                self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
+            )
+        else:
+            try:
                 opened = _OpenShard(
-                    self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
+                    self._cache.fetch(shard), shard, self.columns, self._where(shard)
                 )
-            else:
-                try:
-                    opened = _OpenShard(
-                        self._cache.fetch(shard), shard, self.columns, self._where(shard)
-                    )
-                except CorruptStoreError:  # evicted by another process between fetch and map?
-                    opened = _OpenShard(
-                        self._cache.fetch(shard), shard, self.columns, self._where(shard)
-                    )
-            self._open[k] = opened
+            except CorruptStoreError:  # evicted by another process between fetch and map?
+                opened = _OpenShard(
+                    self._cache.fetch(shard), shard, self.columns, self._where(shard)
+                )
+        for j, view in enumerate(opened.views):
+            regions = view.regions()
+            self._addr[j][k] = regions[0][0]
+            if len(regions) > 1:
+                self._data_addr[j][k] = regions[1][0]
+            if self._space is not None and not self._space.covers(regions):
+                self._space = None
+        self._open[k] = opened
         return opened
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_open"], state["_pid"] = {}, -1
+        for name in ("_open", "_space", "_addr", "_data_addr"):
+            state.pop(name, None)
+        state["_pid"] = -1
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_after_fork()
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{c.name}={c.describe()}" for c in self.columns)
