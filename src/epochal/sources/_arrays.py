@@ -24,6 +24,7 @@ class ArraySource:
     """
 
     deterministic = True
+    fast_gather = True  # get_columns is a memory gather: the Loader reads it in-process
 
     def __init__(self, columns: Mapping[str, Any]) -> None:
         if not columns:
