@@ -148,7 +148,7 @@ def test_processes_share_one_cache_without_double_downloads(s3, tmp_path):
     manifest = epochal.write(
         (make_record(i) for i in range(80)), url, shard_size=600, storage_options=s3["options"]
     )
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # as DataLoader workers are started; the fs is rebuilt per process
     queue = ctx.Queue()
     log = str(tmp_path / "downloads.log")
     children = [
@@ -156,7 +156,7 @@ def test_processes_share_one_cache_without_double_downloads(s3, tmp_path):
             target=_read_all_in_child,
             args=(url, s3["options"], str(tmp_path / "cache"), log, queue),
         )
-        for _ in range(4)
+        for _ in range(3)
     ]
     for child in children:
         child.start()
@@ -164,7 +164,7 @@ def test_processes_share_one_cache_without_double_downloads(s3, tmp_path):
     for child in children:
         child.join(timeout=60)
         assert child.exitcode == 0
-    assert results == [True] * 4
+    assert results == [True] * 3
     downloads = Path(log).read_text().split()
     assert sorted(downloads) == sorted(s.name for s in manifest.shards)  # each shard exactly once
     assert not [f for f in (tmp_path / "cache").rglob("*.tmp-*")]
