@@ -136,6 +136,10 @@ def main() -> None:
         rows.append(("shuffled read, numpy memmap", f"{n / base_s:,.0f} samples/s"))
         rows.append((f"shuffled read, {how}", f"{n / store_s:,.0f} samples/s"))
         rows.append(("  ratio store / memmap (target >= 0.7)", f"{base_s / store_s:.2f}"))
+        if not direct:  # the Loader's own cost, for reference: the same loop over the memmaps
+            arrays = epochal.from_arrays(image=mm_images, label=mm_labels)
+            arrays_s = _median_seconds(_loader_pass(arrays, direct, order), args.repeats)
+            rows.append(("  (Loader(from_arrays(memmap)) / memmap)", f"{base_s / arrays_s:.2f}"))
 
         sizes = rng.integers(1024, 8193, size=n_var)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
