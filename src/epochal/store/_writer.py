@@ -122,6 +122,10 @@ def merge(
 ) -> Manifest:
     """Finish a parallel build: check every partition is written, then write the manifest.
 
+    Shards are ordered by partition, then as each writer wrote them; the store's metadata
+    is that of the first non-empty partition. Files of earlier attempts that the new
+    manifest does not list are removed afterwards.
+
     Raises:
         StoreError: when a partition is missing, or partitions disagree on the schema.
     """
