@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +74,14 @@ class _OpenShard:
         self.views = [ColumnView(c, batch.column(i), shard=where) for i, c in enumerate(columns)]
 
 
+class _Layout(NamedTuple):
+    """Where this process's open shards are: one address space, offsets into it by shard."""
+
+    space: AddressSpace
+    first: list[np.ndarray]  # per column, by shard: offset of rows (fixed) or offsets (bytes/str)
+    data: list[np.ndarray]  # per column, by shard: offset of the data buffer (bytes/str)
+
+
 class StoreSource:
     """A store opened for reading: a deterministic, fork-safe Source.
 
@@ -101,6 +109,7 @@ class StoreSource:
         self._n = int(self._starts[-1])
         self._pid = -1
         self._open: dict[int, _OpenShard] = {}
+        self._layout: _Layout | None = None
         self._reset_after_fork()
 
     # -- Source protocol -------------------------------------------------------------------
@@ -130,47 +139,45 @@ class StoreSource:
         gather too, then copy each record's bytes out.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self._n):
-            bad = idx[(idx < 0) | (idx >= self._n)][0]
-            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
         if idx.size == 0:
             views = self._shard(0).views
             return {
                 c.name: as_records(c, v.rows[:0]) if v.rows is not None else []
                 for c, v in zip(self.columns, views, strict=True)
             }
-        sid = np.searchsorted(self._starts, idx, side="right") - 1
-        local = idx - self._starts[sid]
+        # one check for both ends: negative indices wrap around to huge unsigned values
+        if int(idx.view(np.uint64).max()) >= self._n:
+            bad = idx[(idx < 0) | (idx >= self._n)][0]
+            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
         self._reset_after_fork()
-        if len(self._open) < len(self.manifest.shards):
-            for k in set(np.unique(sid).tolist()) - self._open.keys():
-                self._shard(k)
-        space = self._space
-        if space is None:
-            space = self._space = AddressSpace(
-                r for s in self._open.values() for v in s.views for r in v.regions()
-            )
+        if len(self._starts) == 2:  # one shard
+            sid, local = 0, idx
+            if not self._open:
+                self._shard(0)
+        else:
+            sid = np.searchsorted(self._starts, idx, side="right") - 1
+            local = idx - self._starts[sid]
+            if len(self._open) < len(self.manifest.shards):
+                for k in set(np.unique(sid).tolist()) - self._open.keys():
+                    self._shard(k)
+        layout = self._layout or self._build_layout()
+        space = layout.space
         out: dict[str, np.ndarray | list[Any]] = {}
         for j, column in enumerate(self.columns):
-            first = self._addr[j][sid] - space.lo
             if column.kind in ("bytes", "str"):
-                bounds = space.items(16)[first + local * 8].view(np.int64).reshape(-1, 2)
-                base = self._data_addr[j][sid] - space.lo
-                starts, ends = (base + bounds[:, 0]).tolist(), (base + bounds[:, 1]).tolist()
+                ends = (
+                    space.items(16)[layout.first[j][sid] + local * 8].view(np.int64).reshape(-1, 2)
+                )
+                ends += layout.data[j][sid][..., None]
                 memory = space.memory
                 if column.kind == "str":
-                    out[column.name] = [
-                        str(memory[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)
-                    ]
+                    out[column.name] = [str(memory[a:b], "utf-8") for a, b in ends.tolist()]
                 else:
-                    out[column.name] = [
-                        bytes(memory[a:b]) for a, b in zip(starts, ends, strict=True)
-                    ]
+                    out[column.name] = [bytes(memory[a:b]) for a, b in ends.tolist()]
             else:
                 itemsize = column.itemsize
-                out[column.name] = as_records(
-                    column, space.items(itemsize)[first + local * itemsize]
-                )
+                items = space.items(itemsize)[layout.first[j][sid] + local * itemsize]
+                out[column.name] = as_records(column, items)
         return out
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
@@ -218,13 +225,8 @@ class StoreSource:
     def _reset_after_fork(self) -> None:
         """Per-process state: a forked or unpickled copy maps its own shards."""
         if self._pid != os.getpid():
-            n = len(self.manifest.shards)
             self._open = {}
-            self._space = None  # AddressSpace over the open shards' buffers
-            self._addr = [
-                np.zeros(n, dtype=np.int64) for _ in self.columns
-            ]  # rows/offsets, by shard
-            self._data_addr = [np.zeros(n, dtype=np.int64) for _ in self.columns]  # bytes/str data
+            self._layout = None
             self._pid = os.getpid()
 
     def _shard(self, k: int) -> _OpenShard:
@@ -246,19 +248,27 @@ class StoreSource:
                 opened = _OpenShard(
                     self._cache.fetch(shard), shard, self.columns, self._where(shard)
                 )
-        for j, view in enumerate(opened.views):
-            regions = view.regions()
-            self._addr[j][k] = regions[0][0]
-            if len(regions) > 1:
-                self._data_addr[j][k] = regions[1][0]
-            if self._space is not None and not self._space.covers(regions):
-                self._space = None
         self._open[k] = opened
+        self._layout = None
         return opened
+
+    def _build_layout(self) -> _Layout:
+        regions = {k: [v.regions() for v in s.views] for k, s in self._open.items()}
+        space = AddressSpace(r for per_column in regions.values() for rs in per_column for r in rs)
+        n = len(self.manifest.shards)
+        first = [np.zeros(n, dtype=np.int64) for _ in self.columns]
+        data = [np.zeros(n, dtype=np.int64) for _ in self.columns]
+        for k, per_column in regions.items():
+            for j, rs in enumerate(per_column):
+                first[j][k] = rs[0][0] - space.lo
+                if len(rs) > 1:
+                    data[j][k] = rs[1][0] - space.lo
+        self._layout = _Layout(space, first, data)
+        return self._layout
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_open", "_space", "_addr", "_data_addr"):
+        for name in ("_open", "_layout"):
             state.pop(name, None)
         state["_pid"] = -1
         return state
