@@ -136,10 +136,12 @@ def main() -> None:
         rows.append(("shuffled read, numpy memmap", f"{n / base_s:,.0f} samples/s"))
         rows.append((f"shuffled read, {how}", f"{n / store_s:,.0f} samples/s"))
         rows.append(("  ratio store / memmap (target >= 0.7)", f"{base_s / store_s:.2f}"))
-        if not direct:  # the Loader's own cost, for reference: the same loop over the memmaps
+        if not direct:  # for reference: the Loader's own cost, and the store without it
             arrays = epochal.from_arrays(image=mm_images, label=mm_labels)
-            arrays_s = _median_seconds(_loader_pass(arrays, direct, order), args.repeats)
+            arrays_s = _median_seconds(_loader_pass(arrays, False, order), args.repeats)
             rows.append(("  (Loader(from_arrays(memmap)) / memmap)", f"{base_s / arrays_s:.2f}"))
+            columns_s = _median_seconds(_loader_pass(store, True, order), args.repeats)
+            rows.append(("  (store.get_columns, no Loader / memmap)", f"{base_s / columns_s:.2f}"))
 
         sizes = rng.integers(1024, 8193, size=n_var)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -184,6 +186,11 @@ def main() -> None:
             )
         )
         rows.append(("  ratio store / memmap", f"{vbase_s / vstore_s:.2f}"))
+        if not direct:
+            vcolumns_s = _median_seconds(_loader_pass(var_store, True, var_order), args.repeats)
+            rows.append(
+                ("  (store.get_columns, no Loader / memmap)", f"{vbase_s / vcolumns_s:.2f}")
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     width = max(len(k) for k, _ in rows)
