@@ -170,10 +170,15 @@ class StoreSource:
                 )
                 ends += layout.data[j][sid][..., None]
                 memory = space.memory
+                starts, stops = ends[:, 0].tolist(), ends[:, 1].tolist()
                 if column.kind == "str":
-                    out[column.name] = [str(memory[a:b], "utf-8") for a, b in ends.tolist()]
+                    out[column.name] = [
+                        str(memory[a:b], "utf-8") for a, b in zip(starts, stops, strict=True)
+                    ]
                 else:
-                    out[column.name] = [bytes(memory[a:b]) for a, b in ends.tolist()]
+                    out[column.name] = [
+                        bytes(memory[a:b]) for a, b in zip(starts, stops, strict=True)
+                    ]
             else:
                 itemsize = column.itemsize
                 items = space.items(itemsize)[layout.first[j][sid] + local * itemsize]
