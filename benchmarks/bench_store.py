@@ -30,13 +30,16 @@ import epochal
 BATCH = 256
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def _medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, runs interleaved so that load on a shared machine
+    hits every contender alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _dir_bytes(path: str) -> int:
@@ -74,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--var-records", type=int, default=None, help="default: records // 4")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--direct", action="store_true", help="time get_columns instead of the Loader"
     )
@@ -130,18 +133,18 @@ def main() -> None:
         store = epochal.open(f"{scratch}/store")
         read = _loader_pass(store, direct, order)
         assert read() == n and baseline() == n  # warm the page cache and the maps; check counts
-        base_s = _median_seconds(baseline, args.repeats)
-        store_s = _median_seconds(read, args.repeats)
         how = "store.get_columns" if direct else "Loader(open(store))"
+        contenders: list[Callable[[], object]] = [baseline, read]
+        if not direct:  # for reference: the Loader's own cost, and the store without it
+            arrays = epochal.from_arrays(image=mm_images, label=mm_labels)
+            contenders += [_loader_pass(arrays, False, order), _loader_pass(store, True, order)]
+        base_s, store_s, *extra = _medians(contenders, args.repeats)
         rows.append(("shuffled read, numpy memmap", f"{n / base_s:,.0f} samples/s"))
         rows.append((f"shuffled read, {how}", f"{n / store_s:,.0f} samples/s"))
         rows.append(("  ratio store / memmap (target >= 0.7)", f"{base_s / store_s:.2f}"))
-        if not direct:  # for reference: the Loader's own cost, and the store without it
-            arrays = epochal.from_arrays(image=mm_images, label=mm_labels)
-            arrays_s = _median_seconds(_loader_pass(arrays, False, order), args.repeats)
-            rows.append(("  (Loader(from_arrays(memmap)) / memmap)", f"{base_s / arrays_s:.2f}"))
-            columns_s = _median_seconds(_loader_pass(store, True, order), args.repeats)
-            rows.append(("  (store.get_columns, no Loader / memmap)", f"{base_s / columns_s:.2f}"))
+        if extra:
+            rows.append(("  (Loader(from_arrays(memmap)) / memmap)", f"{base_s / extra[0]:.2f}"))
+            rows.append(("  (store.get_columns, no Loader / memmap)", f"{base_s / extra[1]:.2f}"))
 
         sizes = rng.integers(1024, 8193, size=n_var)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -172,8 +175,10 @@ def main() -> None:
         var_store = epochal.open(f"{scratch}/var")
         var_read = _loader_pass(var_store, direct, var_order)
         assert var_read() == n_var and var_baseline() == n_var
-        vbase_s = _median_seconds(var_baseline, args.repeats)
-        vstore_s = _median_seconds(var_read, args.repeats)
+        contenders = [var_baseline, var_read]
+        if not direct:
+            contenders.append(_loader_pass(var_store, True, var_order))
+        vbase_s, vstore_s, *extra = _medians(contenders, args.repeats)
         mb = int(offsets[-1]) / 1e6
         rows.append(
             (
@@ -188,11 +193,8 @@ def main() -> None:
             )
         )
         rows.append(("  ratio store / memmap", f"{vbase_s / vstore_s:.2f}"))
-        if not direct:
-            vcolumns_s = _median_seconds(_loader_pass(var_store, True, var_order), args.repeats)
-            rows.append(
-                ("  (store.get_columns, no Loader / memmap)", f"{vbase_s / vcolumns_s:.2f}")
-            )
+        if extra:
+            rows.append(("  (store.get_columns, no Loader / memmap)", f"{vbase_s / extra[0]:.2f}"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     width = max(len(k) for k, _ in rows)
