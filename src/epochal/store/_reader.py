@@ -56,9 +56,8 @@ class _OpenShard:
                 )
             reader = pa.ipc.open_file(self._map)
             if not reader.schema.equals(arrow_schema(columns)):
-                raise CorruptStoreError(
-                    f"shard {where} has schema {reader.schema}, not the manifest's"
-                )
+                fields = ", ".join(f"{f.name}: {f.type}" for f in reader.schema)
+                raise CorruptStoreError(f"shard {where} has schema ({fields}), not the manifest's")
             if reader.num_record_batches != 1:
                 raise CorruptStoreError(
                     f"shard {where} has {reader.num_record_batches} record batches, expected 1"
@@ -70,7 +69,8 @@ class _OpenShard:
                 )
             batch.validate()
         except (pa.ArrowException, OSError, ValueError) as err:
-            raise CorruptStoreError(f"shard {where} is damaged: {err}") from err
+            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CorruptStoreError(f"shard {where} is damaged: {first_line}") from err
         self.views = [ColumnView(c, batch.column(i), shard=where) for i, c in enumerate(columns)]
 
 
