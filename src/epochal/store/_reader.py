@@ -245,11 +245,13 @@ class StoreSource:
                 self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
             )
         else:
+            path = self._cache.fetch(shard)
             try:
-                opened = _OpenShard(
-                    self._cache.fetch(shard), shard, self.columns, self._where(shard)
-                )
-            except CorruptStoreError:  # evicted by another process between fetch and map?
+                opened = _OpenShard(path, shard, self.columns, self._where(shard))
+            except CorruptStoreError:
+                if os.path.exists(path):
+                    raise
+                # evicted by another process between fetch and map: fetch it again
                 opened = _OpenShard(
                     self._cache.fetch(shard), shard, self.columns, self._where(shard)
                 )
