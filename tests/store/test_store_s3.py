@@ -187,3 +187,21 @@ def test_loader_over_s3_with_workers(s3, tmp_path):
                 np.asarray(batch["embedding"][j]), make_record(label)["embedding"]
             )
     assert sorted(seen) == list(range(n))
+
+
+def test_shard_evicted_between_fetch_and_map_is_fetched_again(s3, tmp_path, monkeypatch):
+    url = _url()
+    epochal.write((make_record(i) for i in range(10)), url, storage_options=s3["options"])
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path)
+    original, calls = ShardCache.fetch, []
+
+    def fetch_then_evict(self: ShardCache, shard: Any, **kwargs: Any) -> str:
+        path = original(self, shard, **kwargs)
+        calls.append(path)
+        if len(calls) == 1:
+            os.unlink(path)  # another process's eviction, right after our fetch
+        return path
+
+    monkeypatch.setattr(ShardCache, "fetch", fetch_then_evict)
+    assert_record_equal(store[7], make_record(7))
+    assert len(calls) == 2
