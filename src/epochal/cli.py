@@ -17,8 +17,12 @@ __all__ = ["COMMANDS", "main"]
 
 # subcommand -> (module with ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("epochal._bench", "Measure loader throughput against a raw numpy gather on this machine."),
+    "bench": (
+        "epochal._bench",
+        "Measure loader throughput against a raw numpy gather on this machine.",
+    ),
     "demo": ("epochal._demo", "Run the built-in demo on embedded data (no downloads)."),
+    "lint": ("epochal.lint.cli", "Find classic training-code bugs (P6, P9-P12) in Python files."),
 }
 
 
