@@ -37,7 +37,7 @@ def _collect(ctx: ModuleContext) -> dict[str, Any]:
             if site.attr == "DistributedSampler" and not is_constant(
                 arg(site.node, 3, "shuffle"), False
             ):
-                facts["samplers"].append(hit(site.node, f"{site.name}(...) shuffles"))
+                facts["samplers"].append(hit(site.node, f"{site.name}(...)"))
     for loop, _ in ctx.loops:
         if any(isinstance(n, ast.For | ast.AsyncFor) for b in loop.body for n in ast.walk(b)):
             facts["epoch_loop"] = loop.lineno
@@ -56,8 +56,9 @@ def _report(facts: Mapping[str, Any]) -> Iterable[tuple[str, Hit]]:
         loop_path, loop_line = next(((p, n) for p, n in loops if p == path), loops[0])
         for h in f["samplers"]:
             message = (
-                f"{h.message} with the same order every epoch: the epoch loop at "
-                f"{where(loop_path, loop_line, path)} runs but nothing calls set_epoch"
+                f"{h.message} repeats one order every epoch: the epoch loop at "
+                f"{where(loop_path, loop_line, path)} runs, but nothing in the project calls "
+                "set_epoch"
             )
             yield path, Hit(h.line, h.col, message, h.end_line)
 

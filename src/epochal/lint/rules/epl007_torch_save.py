@@ -1,8 +1,8 @@
 """EPL007 (P9): a checkpoint written with ``torch.save`` straight to its final path.
 
 What: ``torch.save(obj, path)`` that saves a checkpoint (the saved object or the path
-mentions a state_dict, checkpoint, ckpt, model, optimizer, weights, snapshot, best or
-last), run from a training loop: inside a loop, or inside a function that some loop of
+mentions a state, checkpoint, ckpt, model, optimizer, weights, snapshot, best, last or
+epoch, or the function around it does), run from a training loop: inside a loop, or inside a function that some loop of
 the project calls (``save_checkpoint(...)`` called every epoch), in a function that
 never renames a temporary file into place (``os.replace``, ``os.rename``,
 ``shutil.move``, ``Path.replace``/``rename``).
@@ -32,11 +32,15 @@ from epochal.lint.rules._util import arg, hit, where
 __all__ = ["RULE"]
 
 _CHECKPOINT_WORDS = (
-    "state_dict", "checkpoint", "ckpt", "model", "optim", "weights", "snapshot", "best",
+    "state", "checkpoint", "ckpt", "model", "optim", "weights", "snapshot", "best",
     "last", "epoch",
 )  # fmt: skip
 _TEMPORARY_WORDS = ("tmp", "temp", "partial", "bytesio", "buffer", "buf")
 _RENAMES = frozenset({"os.replace", "os.rename", "shutil.move"})
+# calls into these are never the project's own checkpoint helpers
+_LIBRARIES = frozenset(
+    {"torch", "numpy", "os", "shutil", "json", "pickle", "math", "random", "time", "logging"}
+)
 
 
 def _collect(ctx: ModuleContext) -> dict[str, Any]:
@@ -45,8 +49,8 @@ def _collect(ctx: ModuleContext) -> dict[str, Any]:
         return facts
     for site in ctx.calls:
         if site.loops and site.attr and site.attr not in facts["loop_calls"]:
-            head = (site.name or "").partition(".")[0]
-            if head and head not in ctx.imports:  # a project function, not torch.save itself
+            root = (site.qualname or "").partition(".")[0]
+            if root not in _LIBRARIES:  # a project function, not torch.save or np.save
                 facts["loop_calls"][site.attr] = site.node.lineno
         if site.qualname != "torch.save" or _atomic(ctx, site):
             continue
@@ -56,9 +60,10 @@ def _collect(ctx: ModuleContext) -> dict[str, Any]:
         obj_text, path_text = ast.unparse(obj).lower(), ast.unparse(path).lower()
         if any(w in path_text for w in _TEMPORARY_WORDS):
             continue
-        if not any(w in obj_text or w in path_text for w in _CHECKPOINT_WORDS):
-            continue
         name = getattr(site.function, "name", None)
+        text = f"{obj_text} {path_text} {(name or '').lower()}"
+        if not any(w in text for w in _CHECKPOINT_WORDS):
+            continue
         facts["saves"].append(
             (hit(site.node, f"torch.save(..., {ast.unparse(path)}) writes the checkpoint in place"),
              bool(site.loops), name)
