@@ -88,10 +88,15 @@ def _tensor(
         return False
     if isinstance(node, ast.Call):
         name = last_name(node.func) or ""
-        if name in _DETACHING or name in _PLAIN_BUILTINS:
+        if name in _DETACHING or (isinstance(node.func, ast.Name) and name in _PLAIN_BUILTINS):
             return False
         if isinstance(node.func, ast.Attribute) and name in _REDUCTIONS:
-            return _tensor(ctx, function, node.func.value, line, depth + 1)
+            receiver = node.func.value
+            if isinstance(receiver, ast.Call):  # ``model(x).sum()``: a tensor unless numpy's
+                root = (ctx.qualname(receiver.func) or "").partition(".")[0]
+                if root not in ("numpy", "math", "statistics"):
+                    return True
+            return _tensor(ctx, function, receiver, line, depth + 1)
         qualname = ctx.qualname(node.func) or ""
         return _is_loss_call(ctx, node) or qualname.startswith("torch.")
     if isinstance(node, ast.Attribute):
