@@ -31,6 +31,7 @@ SKIP_DIRS = frozenset({".venv", "__pycache__", "build", "dist", "node_modules", 
 # below this many files a process pool costs more than it saves
 _PARALLEL_MIN_FILES = 256
 _NOQA = re.compile(r"#\s*epochal\s*:\s*noqa\b(?P<codes>[^#]*)", re.IGNORECASE)
+_NOQA_ANYWHERE = re.compile(r"noqa", re.IGNORECASE)
 _CODE = re.compile(r"\bEPL\d{3}\b", re.IGNORECASE)
 _RULES_BY_ID = {rule.id: rule for rule in RULES}
 
@@ -193,7 +194,7 @@ def _analyze(path: str, source: str, rules: tuple[Rule, ...]) -> _FileResult:
 
 def _noqa_lines(source: str) -> dict[int, frozenset[str] | None]:
     """Line -> rule ids silenced by an ``# epochal: noqa [EPL00N ...]`` comment (None: all)."""
-    if "noqa" not in source:
+    if _NOQA_ANYWHERE.search(source) is None:
         return {}
     comments: list[tuple[int, str]] = []
     try:
