@@ -134,11 +134,22 @@ def _reseeds_numpy(ctx: ModuleContext, function: ast.AST, local: set[str]) -> bo
 def _seeders(ctx: ModuleContext) -> tuple[set[str], set[str]]:
     """Function names of this file that reseed numpy, and those that do not."""
     reseed: set[str] = set()
+    callees: dict[str, set[str]] = {}
+    for name, defs in ctx.functions.items():
+        called = callees.setdefault(name, set())
+        for function in defs:
+            for site in ctx.calls_in(function):
+                if site.qualname in _NUMPY_RESEED or (
+                    site.attr in _KNOWN_SEEDERS and site.attr not in ctx.functions
+                ):
+                    reseed.add(name)
+                if site.attr is not None:
+                    called.add(site.attr)
     changed = True
     while changed:  # a function calling a reseeding function of this file reseeds too
         changed = False
-        for name, defs in ctx.functions.items():
-            if name not in reseed and any(_reseeds_numpy(ctx, d, reseed) for d in defs):
+        for name, called in callees.items():
+            if name not in reseed and called & reseed:
                 reseed.add(name)
                 changed = True
     return reseed, set(ctx.functions) - reseed
@@ -149,10 +160,12 @@ def _dataset_class(
 ) -> tuple[str, tuple[str, ...], list[tuple[Hit, str]], list[tuple[Hit, str]]]:
     """(name, base names, global-RNG draws, owned-generator uses) of one class."""
     bases = tuple(last_name(b) or "" for b in cls.bases)
-    methods = class_methods(ctx, cls)
-    owned = _owned_generators(ctx, methods)
     global_hits: list[tuple[Hit, str]] = []
     owned_hits: list[tuple[Hit, str]] = []
+    methods = class_methods(ctx, cls)
+    if not any(entry in methods for entry in _ENTRY_POINTS):
+        return cls.name, bases, global_hits, owned_hits
+    owned = _owned_generators(ctx, methods)
     for entry in _ENTRY_POINTS:
         method = methods.get(entry)
         if method is None:

@@ -41,14 +41,18 @@ def _collect(ctx: ModuleContext) -> list[Hit]:
             backwards.setdefault(id(site.function), []).append(site)
         elif site.attr == "step" and _is_optimizer_step(site.node):
             steps.setdefault(id(site.function), []).append(site)
-    zeroing = _zeroing_functions(ctx)
+    zeroing: set[str] | None = None  # computed on first need: it walks every function
     hits = []
     reported: set[int] = set()
     for scope, step_sites in steps.items():
         for step in step_sites:
             for backward in backwards.get(scope, []):
                 loop = _innermost_common(backward.loops, step.loops)
-                if loop is None or id(loop) in reported or _resets_grads(loop, zeroing):
+                if loop is None or id(loop) in reported or _resets_grads(loop, set()):
+                    continue
+                if zeroing is None:
+                    zeroing = _zeroing_functions(ctx)
+                if zeroing and _resets_grads(loop, zeroing):
                     continue
                 reported.add(id(loop))
                 hits.append(
