@@ -148,3 +148,8 @@ def test_registered_and_runs_as_a_real_command(project: Path) -> None:
     )  # fmt: skip
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "nope" in missing.stderr
+
+
+def test_lint_source_rejects_invalid_python() -> None:
+    with pytest.raises(SyntaxError, match="cannot parse"):
+        lint_source("def f(:\n", "bad.py")

@@ -124,6 +124,8 @@ def lint_source(
     """
     rules = _pick_rules(select, ())
     result = _analyze(path, source, rules)
+    if result.facts is None:
+        raise SyntaxError(f"{path}: {result.skipped}")
     return _report([result], rules).findings
 
 
