@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Measure loader throughput against a raw numpy gather on this machine.",
     ),
     "demo": ("epochal._demo", "Run the built-in demo on embedded data (no downloads)."),
+    "lint": ("epochal.lint.cli", "Find classic training-code bugs (P6, P9-P12) in Python files."),
 }
 
 
