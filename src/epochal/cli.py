@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "epochal.store._cmd_inspect",
         "Show a store's schema, counts, sizes and a few records.",
     ),
+    "lint": ("epochal.lint.cli", "Find classic training-code bugs (P6, P9-P12) in Python files."),
     "verify": ("epochal.store._cmd_verify", "Check every shard of a store against its checksums."),
 }
 
