@@ -98,6 +98,14 @@ class StoreSource:
 
     deterministic = True
 
+    @property
+    def fast_gather(self) -> bool:
+        """A local store's batches are memory gathers: the Loader reads them in-process.
+
+        Remote stores fetch shards on first use, so their reads stay in the workers.
+        """
+        return self._cache is None
+
     def __init__(
         self, loc: Location, manifest: Manifest, *, cache: ShardCache | None = None
     ) -> None:
