@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
+    "CorruptStoreError": "epochal.store",
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
     "Mixture": "epochal.mixture",
@@ -22,19 +23,26 @@ _LAZY: dict[str, str] = {
     "Sampler": "epochal.sampling",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
+    "StoreError": "epochal.store",
+    "StoreSource": "epochal.store",
     "WeightedSampler": "epochal.sampling",
     "balanced": "epochal.sampling",
     "concat": "epochal.sources",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
     "make_order": "epochal.order",
+    "merge": "epochal.store",
     "mix": "epochal.mixture",
+    "open": "epochal.store",
     "sample_rng": "epochal.rng",
     "split": "epochal.sources",
     "subset": "epochal.sources",
+    "verify": "epochal.store",
+    "write": "epochal.store",
 }
 
 __all__ = [
+    "CorruptStoreError",
     "Error",
     "IdentityOrder",
     "Loader",
@@ -44,6 +52,8 @@ __all__ = [
     "ShuffledOrder",
     "Source",
     "StateError",
+    "StoreError",
+    "StoreSource",
     "WeightedSampler",
     "__version__",
     "balanced",
@@ -51,10 +61,14 @@ __all__ = [
     "from_arrays",
     "from_dataset",
     "make_order",
+    "merge",
     "mix",
+    "open",
     "sample_rng",
     "split",
     "subset",
+    "verify",
+    "write",
 ]
 
 if TYPE_CHECKING:
@@ -65,6 +79,7 @@ if TYPE_CHECKING:
     from epochal.rng import sample_rng
     from epochal.sampling import Sampler, WeightedSampler, balanced
     from epochal.sources import Source, concat, from_arrays, from_dataset, split, subset
+    from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,6 @@ more than the uninterrupted one and diverge).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -185,29 +184,29 @@ class _Fetcher:
         return batch
 
     def _records(self, request: _Request) -> list[Any]:
-        indices, epoch = request.indices, request.epoch
-        globals_ = GlobalRNGs() if self.seed_globals else None
-        with globals_ if globals_ is not None else contextlib.nullcontext():
-            per_record_read = globals_ is not None and not self.deterministic
-            if per_record_read and not _batched(self.source):
-                records = [None] * len(indices)
-            else:
-                if per_record_read:
-                    # the dataset's own batch path reads all records in one call, so the
-                    # global RNGs can only be seeded once, from the batch's first record
-                    globals_.seed(sample_seed(self.seed, epoch, int(indices[0])))
-                    per_record_read = False
-                records = get_many(self.source, indices)
+        epoch, indices = request.epoch, request.indices.tolist()
+        if not self.seed_globals:
+            records = get_many(self.source, request.indices)
+            return [self._transform(r, epoch, i) for r, i in zip(records, indices)]
+        with GlobalRNGs() as global_rngs:
+            batch_read: list[Any] | None = None
+            if self.deterministic or _batched(self.source):
+                if not self.deterministic:
+                    # the dataset reads the whole batch in one call, so the global RNGs can
+                    # only be seeded once around it, from the batch's first record
+                    global_rngs.seed(sample_seed(self.seed, epoch, indices[0]))
+                batch_read = get_many(self.source, request.indices)
             out = []
-            for record, index in zip(records, indices.tolist()):
-                if globals_ is not None:
-                    globals_.seed(sample_seed(self.seed, epoch, index))
-                if per_record_read:
-                    record = self.source[index]
-                if self.transform is not None:
-                    record = self.transform(record, self._rngs(epoch, index))
-                out.append(record)
+            for j, index in enumerate(indices):
+                global_rngs.seed(sample_seed(self.seed, epoch, index))
+                record = self.source[index] if batch_read is None else batch_read[j]
+                out.append(self._transform(record, epoch, index))
             return out
+
+    def _transform(self, record: Any, epoch: int, index: int) -> Any:
+        if self.transform is None:
+            return record
+        return self.transform(record, self._rngs(epoch, index))
 
 
 def _batched(source: Any) -> bool:
