@@ -194,3 +194,16 @@ def test_guide_table_search_equals_binary_search(weights):
     targets = uniform(7, np.arange(2_000)) * cumulative[-1]
     targets = np.concatenate([targets, cumulative[cumulative > 0]])
     assert np.array_equal(table.search(targets), np.searchsorted(cumulative, targets))
+
+
+def test_balanced_reads_labels_from_a_source_without_columns():
+    class Records:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"label": "ab"[i > 0]}
+
+    assert balanced(Records(), column="label").weights.tolist() == [1.0, 1 / 3, 1 / 3, 1 / 3]
+    with pytest.raises(epochal.Error, match="has \\['label'\\]"):
+        balanced(Records(), column="y")

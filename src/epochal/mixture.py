@@ -46,9 +46,11 @@ Records come with the Loader's ``with_index=True`` as ``_index``, an index into 
 mixture (the concatenation); :meth:`Mixture.locate` turns those into (source number,
 record index in that source). Per-sample randomness is keyed by that mixture index.
 
-Cost: O(D) memory and a one-off O(D k) schedule when the mixture is built (~50 ms at
+Cost: O(D) memory and a one-off O(D k) schedule when the mixture is built (~70 ms at
 ``D = 65,536``); per position O(1) (a table lookup and the source's keyed order);
-O(1) resume.
+O(1) resume. Reading a batch gathers each source's records and assembles them in
+position order, one extra copy of the batch, except when all sources are subsets of
+one parent (:func:`epochal.split` parts), which are read in a single gather.
 """
 
 from __future__ import annotations

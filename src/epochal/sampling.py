@@ -22,10 +22,11 @@ Weighted sampling (:class:`WeightedSampler`, :func:`balanced`):
   positions. The first position holds record ``i`` with probability ``w_i / sum(w)``, the
   next one is drawn the same way from the rest, and so on (successive sampling
   proportional to weight). Records of weight 0 are never drawn. Cost: one O(n log n)
-  pass per epoch (the keys and a stable argsort; ~2 s at n = 10**7 on one core, see
-  ``benchmarks/bench_sampling.py``) and 8 bytes per record for the permutation, computed
-  when an epoch's first batch is requested (also after a resume) and kept for that epoch.
-  A resume therefore costs one such pass, not a replay of the batches before it.
+  pass per epoch (the keys and a stable argsort; ~3 s at n = 10**7 on a loaded 2-core
+  machine, see ``benchmarks/bench_sampling.py``) and 4-8 bytes per record for the
+  permutation, computed when an epoch's first batch is requested (also after a resume)
+  and kept for that epoch. A resume therefore costs one such pass, not a replay of the
+  batches before it.
 
 A record drawn twice in one epoch (with replacement) gets the same per-sample random
 stream both times: the stream is keyed by ``(seed, epoch, record index)``, the core's
@@ -289,17 +290,22 @@ def balanced(
 
 def _read_column(source: Any, column: str, chunk: int = 65_536) -> np.ndarray:
     """Column ``column`` of every record of ``source``, read in chunks."""
+    from epochal.sources._protocol import get_many
+
     n = len(source)
     if n < 1:
         raise Error("balanced() got an empty source")
+    columnar = callable(getattr(source, "get_columns", None))
     parts = []
     for lo in range(0, n, chunk):
         indices = np.arange(lo, min(n, lo + chunk), dtype=np.int64)
-        if callable(getattr(source, "get_columns", None)):
+        if columnar:
             columns = source.get_columns(indices)
         else:
-            records = [source[int(i)] for i in indices]
-            columns = {column: [r[column] for r in records]} if column in records[0] else {}
+            records = get_many(source, indices)
+            names = list(records[0]) if isinstance(records[0], dict) else []
+            columns = {column: [r[column] for r in records]} if column in names else {}
+            columns = columns or dict.fromkeys(names)
         if column not in columns:
             raise Error(
                 f"balanced(column={column!r}): the source has no such column; "
