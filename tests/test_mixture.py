@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import epochal
-from _roundtrip import json_roundtrip, run_save_load, stream
+from _roundtrip import json_roundtrip, run_save_load
 from epochal import Loader, StateError, mix
 from epochal.mixture import MAX_PERIOD, rational_proportions, schedule
 
@@ -239,4 +239,3 @@ def test_weights_are_ratios():
     assert mix({a: 7, b: 3}).sampler.state() == mix({a: 0.7, b: 0.3}).sampler.state()
     assert mix({a: 7, b: 3}).proportions == [0.7, 0.3]
     assert Fraction(mix({a: 1, b: 2}).proportions[0]).limit_denominator(10) == Fraction(1, 3)
-    stream  # noqa: B018  (imported for symmetry with the other state tests)
