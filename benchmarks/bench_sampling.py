@@ -24,6 +24,7 @@ import numpy as np
 import tyro
 
 import epochal
+from epochal._bench import benchmark_data
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -84,17 +85,7 @@ def run(cfg: Config) -> list[tuple[str, str, str]]:
     """Every measurement as (name, result, target) rows."""
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
-        path = Path(tmp) / "images.u8"
-        images = np.memmap(path, dtype=np.uint8, mode="w+", shape=(cfg.records, 3072))
-        rng = np.random.default_rng(0)
-        for lo in range(0, cfg.records, 10_000):
-            hi = min(cfg.records, lo + 10_000)
-            images[lo:hi] = rng.integers(0, 256, (hi - lo, 3072), dtype=np.uint8)
-        images.flush()
-        del images
-        images = np.memmap(path, dtype=np.uint8, mode="r", shape=(cfg.records, 3072))
-        labels = np.arange(cfg.records, dtype=np.int64)
-        images.sum(dtype=np.uint64)  # read every page once: the page cache is warm
+        images, labels = benchmark_data(Path(tmp), cfg.records)
         loaders = _loaders(images, labels, cfg.batch_size)
         rates: dict[str, list[float]] = {name: [] for name in loaders}
         for _ in range(cfg.repeats):
