@@ -171,3 +171,31 @@ def test_concat_of_subsets_of_one_parent_reads_the_parent_in_one_gather():
     mixed = epochal.mix({train: 3, val: 1})
     x = torch.cat([b["x"] for b in Loader(mixed, 8, seed=0)]).tolist()
     assert sorted(x) == list(range(20))
+
+
+def test_concat_of_array_sources_gathers_in_one_pass_equal_to_the_fallback():
+    import pickle
+
+    rng = np.random.default_rng(0)
+    parts = [
+        epochal.from_arrays(
+            x=rng.integers(0, 255, (n, 5, 3), dtype=np.uint8), y=np.arange(n) + 1000 * k
+        )
+        for k, n in enumerate([7, 1, 20])
+    ]
+    joined = epochal.concat(*parts)
+    assert joined._joined is not None
+    # a non-array part disables the one-pass gather: the fallback gives the reference
+    fallback = epochal.concat(*parts[:2], epochal.subset(parts[2], np.arange(20)))
+    assert fallback._joined is None
+    indices = rng.integers(0, len(joined), 500)
+    for source in (joined, pickle.loads(pickle.dumps(joined))):
+        got, expected = source.get_columns(indices), fallback.get_columns(indices)
+        assert got.keys() == expected.keys()
+        for name in got:
+            assert got[name].dtype == expected[name].dtype
+            assert np.array_equal(got[name], expected[name])
+    with pytest.raises(IndexError, match="record index 28 is out of range"):
+        joined.get_columns(np.array([0, 28]))
+    strided = epochal.from_arrays(x=np.zeros((6, 4))[:, ::2], y=np.arange(6))
+    assert epochal.concat(parts[0], strided)._joined is None

@@ -19,6 +19,7 @@ import numpy as np
 
 from epochal._errors import Error
 from epochal.order import ShuffledOrder, _splitmix64
+from epochal.sources._joined import JoinedColumns
 from epochal.sources._protocol import get_many
 
 __all__ = ["ConcatSource", "SubsetSource", "concat", "split", "subset"]
@@ -184,10 +185,12 @@ def largest_remainder(fractions: Sequence[float], total: int) -> list[int]:
 class ConcatSource:
     """Several sources end to end: records ``0..n_0-1`` are the first source's, and so on.
 
-    ``get_columns`` needs every source to have the same column names; each column is
-    gathered per source and assembled in the requested order (one extra copy of the
-    batch). When every source is a :func:`subset` of one and the same parent (e.g. the
-    parts of a :func:`split`), the concat reads the parent directly, in one gather.
+    ``get_columns`` needs every source to have the same column names. When every source
+    is a :func:`subset` of one and the same parent (e.g. the parts of a :func:`split`),
+    the concat reads the parent directly, in one gather; when every source is a
+    :func:`~epochal.from_arrays` source with matching columns, one gather spans them all
+    (see ``_joined``). Otherwise each column is gathered per source and assembled in the
+    requested order (one extra copy of the batch).
     """
 
     def __init__(self, sources: Sequence[Any]) -> None:
@@ -202,6 +205,7 @@ class ConcatSource:
         self._columnar = all(callable(getattr(s, "get_columns", None)) for s in sources)
         self._fingerprint: str | None = None
         self._flat: SubsetSource | None = None
+        self._joined = JoinedColumns(self.sources) if JoinedColumns.applies(self.sources) else None
         parents = {id(s.source) for s in sources if isinstance(s, SubsetSource)}
         if len(parents) == 1 and all(isinstance(s, SubsetSource) for s in sources):
             self._flat = SubsetSource(
@@ -216,6 +220,15 @@ class ConcatSource:
         indices = np.asarray(indices, dtype=np.int64)
         which = np.searchsorted(self.offsets, indices, side="right") - 1
         return which, indices - self.offsets[which]
+
+    def _locate_checked(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
+            raise IndexError(
+                f"record index {bad} is out of range for a concat of {len(self)} records"
+            )
+        return self.locate(indices)
 
     def __getitem__(self, index: int) -> Any:
         index = int(index)
@@ -262,6 +275,8 @@ class ConcatSource:
     def _get_columns(self, indices: np.ndarray) -> dict[str, Any]:
         if self._flat is not None:
             return self._flat.get_columns(indices)  # type: ignore[misc]
+        if self._joined is not None:
+            return self._joined.gather(*self._locate_checked(indices))
         parts = self._parts(indices)
         if len(parts) == 1:
             k, _, local = parts[0]

@@ -24,11 +24,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from epochal._gather import AddressSpace
 from epochal.store._columns import ColumnView, arrow_schema, as_records
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
 from epochal.store._fs import Location, locate
-from epochal.store._gather import AddressSpace
 from epochal.store._remote import ShardCache, hash_file
 
 __all__ = ["StoreSource", "open_store", "read_manifest"]
