@@ -12,6 +12,7 @@ more than the uninterrupted one and diverge).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,9 +75,11 @@ class _BatchSampler:
         assert plan is not None and order is not None
         # the order is computed for a block of batches at once: one vectorised call per
         # ~16K positions instead of one per batch keeps its cost per index at ~30 ns
+        # (the first block is one batch, so the first batch of a pass comes at once)
         block = max(1, _ORDER_BLOCK // plan.batch_size)
-        for first in range(0, len(plan), block):
-            ks = range(first, min(len(plan), first + block))
+        starts = itertools.chain([0], range(1, len(plan), block)) if len(plan) else ()
+        for first in starts:
+            ks = range(first, min(len(plan), first + (1 if first == 0 else block)))
             positions = [plan.positions(k) for k in ks]
             indices = np.split(
                 order.index(np.concatenate(positions)), np.cumsum([len(p) for p in positions[:-1]])
