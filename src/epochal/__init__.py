@@ -15,30 +15,58 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
+    "CheckpointWarning": "epochal.train.checkpoint",
+    "Checkpointer": "epochal.train.checkpoint",
+    "DataConfig": "epochal.train.config",
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
+    "MeanMetrics": "epochal.train.distributed",
+    "ModelConfig": "epochal.train.config",
+    "OptimConfig": "epochal.train.config",
     "Plan": "epochal.plan",
+    "RunConfig": "epochal.train.config",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
+    "Trainer": "epochal.train.trainer",
+    "TrainerConfig": "epochal.train.config",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
+    "init_distributed": "epochal.train.distributed",
+    "load_model_state": "epochal.train.checkpoint",
     "make_order": "epochal.order",
     "sample_rng": "epochal.rng",
+    "seed_everything": "epochal.train.seeding",
+    "warmup_schedule": "epochal.train.trainer",
+    "wrap_model": "epochal.train.distributed",
 }
 
 __all__ = [
+    "CheckpointWarning",
+    "Checkpointer",
+    "DataConfig",
     "Error",
     "IdentityOrder",
     "Loader",
+    "MeanMetrics",
+    "ModelConfig",
+    "OptimConfig",
     "Plan",
+    "RunConfig",
     "ShuffledOrder",
     "Source",
     "StateError",
+    "Trainer",
+    "TrainerConfig",
     "__version__",
     "from_arrays",
     "from_dataset",
+    "init_distributed",
+    "load_model_state",
     "make_order",
     "sample_rng",
+    "seed_everything",
+    "warmup_schedule",
+    "wrap_model",
 ]
 
 if TYPE_CHECKING:
@@ -47,6 +75,11 @@ if TYPE_CHECKING:
     from epochal.plan import Plan
     from epochal.rng import sample_rng
     from epochal.sources import Source, from_arrays, from_dataset
+    from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
+    from epochal.train.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig
+    from epochal.train.distributed import MeanMetrics, init_distributed, wrap_model
+    from epochal.train.seeding import seed_everything
+    from epochal.train.trainer import Trainer, warmup_schedule
 
 
 def __getattr__(name: str) -> Any:
