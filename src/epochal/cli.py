@@ -17,22 +17,10 @@ __all__ = ["COMMANDS", "main"]
 
 # subcommand -> (module with ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": (
-        "epochal._bench",
-        "Measure loader throughput against a raw numpy gather on this machine.",
-    ),
-    "demo": (
-        "epochal.train.demo",
-        "Train a small CNN on built-in procedural shapes (no download); resumes if run again.",
-    ),
-    "train": (
-        "epochal.train.run",
-        "Train a model on a store or source with a typed config; resumes from its run dir.",
-    ),
-    "verify-resume": (
-        "epochal.train.verify_resume",
-        "Kill a training run at random steps, resume it, and check it ends bitwise identical.",
-    ),
+    "bench": ("epochal._bench", "Measure loader throughput against a raw numpy gather on this machine."),
+    "demo": ("epochal.train.demo", "Train a small CNN on procedural shapes (no download); resumes if run again."),
+    "train": ("epochal.train.run", "Train a model on a store or source from a typed config; resumes from its run dir."),
+    "verify-resume": ("epochal.train.verify_resume", "Kill a run at random steps, resume it, check it ends bitwise identical."),
 }
 
 

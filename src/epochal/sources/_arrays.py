@@ -27,9 +27,7 @@ class ArraySource:
 
     def __init__(self, columns: Mapping[str, Any]) -> None:
         if not columns:
-            raise Error(
-                "from_arrays() needs at least one column, e.g. from_arrays(x=images, y=labels)"
-            )
+            raise Error("from_arrays() needs at least one column, e.g. from_arrays(x=images, y=labels)")
         arrays: dict[str, np.ndarray] = {}
         for name, value in columns.items():
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
