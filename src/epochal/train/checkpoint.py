@@ -277,6 +277,15 @@ class Checkpointer:
             "path": path,
         }
 
+    def read(self, *, step: int | None = None, map_location: Any = "cpu") -> dict[str, Any] | None:
+        """The verified payload of the newest complete checkpoint (or of ``step``), as saved.
+
+        Nothing is loaded into any object: ``payload["components"][name]`` is each saved
+        state dict, ``payload["rng"]`` the RNG states of every rank. None if there is none.
+        """
+        chosen = self._choose(step)
+        return None if chosen is None else self._load(self.directory / chosen, map_location)
+
     def _pick(
         self, step: int | None, map_location: Any
     ) -> tuple[dict[str, Any] | None, Path | None]:

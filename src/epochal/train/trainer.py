@@ -356,10 +356,14 @@ class Trainer:
 
 
 def batches_per_epoch(loader: Any) -> int:
-    """Batches each rank gets in one full epoch of an ``epochal.Loader``."""
-    state = loader.state_dict()
-    n, batch = int(state["num_records"]), int(state["batch_size"])
-    return n // batch if state["drop_last"] else -(-n // batch)
+    """Batches each rank gets in one full epoch (``epochal.Loader.batches_per_epoch``)."""
+    per_epoch = getattr(loader, "batches_per_epoch", None)
+    if per_epoch is None:
+        raise TypeError(
+            f"the training loader ({type(loader).__name__}) has no batches_per_epoch; use an "
+            f"epochal.Loader or set TrainerConfig.max_steps"
+        )
+    return int(per_epoch)
 
 
 class _OrderLog:
