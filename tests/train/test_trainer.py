@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -131,6 +132,6 @@ def test_warmup_then_cosine_schedule() -> None:
         schedule.step()
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert math.isclose(lrs[8], 0.5)  # half-way through the decay
-    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
     with pytest.raises(ValueError, match="schedule must be"):
         warmup_schedule(optimizer, warmup_steps=0, total_steps=3, schedule="step")
