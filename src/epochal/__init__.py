@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "CheckpointWarning": "epochal.train.checkpoint",
     "Checkpointer": "epochal.train.checkpoint",
+    "CorruptStoreError": "epochal.store",
     "DataConfig": "epochal.train.config",
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
@@ -27,6 +28,8 @@ _LAZY: dict[str, str] = {
     "RunConfig": "epochal.train.config",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
+    "StoreError": "epochal.store",
+    "StoreSource": "epochal.store",
     "Trainer": "epochal.train.trainer",
     "TrainerConfig": "epochal.train.config",
     "from_arrays": "epochal.sources",
@@ -34,15 +37,20 @@ _LAZY: dict[str, str] = {
     "init_distributed": "epochal.train.distributed",
     "load_model_state": "epochal.train.checkpoint",
     "make_order": "epochal.order",
+    "merge": "epochal.store",
+    "open": "epochal.store",
     "sample_rng": "epochal.rng",
     "seed_everything": "epochal.train.seeding",
+    "verify": "epochal.store",
     "warmup_schedule": "epochal.train.trainer",
     "wrap_model": "epochal.train.distributed",
+    "write": "epochal.store",
 }
 
 __all__ = [
     "CheckpointWarning",
     "Checkpointer",
+    "CorruptStoreError",
     "DataConfig",
     "Error",
     "IdentityOrder",
@@ -55,6 +63,8 @@ __all__ = [
     "ShuffledOrder",
     "Source",
     "StateError",
+    "StoreError",
+    "StoreSource",
     "Trainer",
     "TrainerConfig",
     "__version__",
@@ -63,10 +73,14 @@ __all__ = [
     "init_distributed",
     "load_model_state",
     "make_order",
+    "merge",
+    "open",
     "sample_rng",
     "seed_everything",
+    "verify",
     "warmup_schedule",
     "wrap_model",
+    "write",
 ]
 
 if TYPE_CHECKING:
@@ -75,6 +89,7 @@ if TYPE_CHECKING:
     from epochal.plan import Plan
     from epochal.rng import sample_rng
     from epochal.sources import Source, from_arrays, from_dataset
+    from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
     from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
     from epochal.train.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig
     from epochal.train.distributed import MeanMetrics, init_distributed, wrap_model

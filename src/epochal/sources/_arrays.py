@@ -24,10 +24,13 @@ class ArraySource:
     """
 
     deterministic = True
+    fast_gather = True  # get_columns is a memory gather: the Loader reads it in-process
 
     def __init__(self, columns: Mapping[str, Any]) -> None:
         if not columns:
-            raise Error("from_arrays() needs at least one column, e.g. from_arrays(x=images, y=labels)")
+            raise Error(
+                "from_arrays() needs at least one column, e.g. from_arrays(x=images, y=labels)"
+            )
         arrays: dict[str, np.ndarray] = {}
         for name, value in columns.items():
             array = value if isinstance(value, np.ndarray) else np.asarray(value)

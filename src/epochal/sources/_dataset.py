@@ -30,7 +30,9 @@ class DatasetSource:
             )
         n = len(dataset)
         if n < 1:
-            raise Error(f"from_dataset() got an empty dataset ({type(dataset).__name__} has length 0)")
+            raise Error(
+                f"from_dataset() got an empty dataset ({type(dataset).__name__} has length 0)"
+            )
         self.dataset = dataset
         self._n = n
 
@@ -40,7 +42,9 @@ class DatasetSource:
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < self._n:
-            raise IndexError(f"record index {index} is out of range for a source of {self._n} records")
+            raise IndexError(
+                f"record index {index} is out of range for a source of {self._n} records"
+            )
         return self.dataset[index]
 
     @property

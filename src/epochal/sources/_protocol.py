@@ -31,6 +31,10 @@ class Source(Protocol):
         ``deterministic: bool``: True when reading a record uses no global RNG, so the
             Loader need not seed the global RNGs around each read (``from_arrays`` and the
             store are; an arbitrary ``torch`` Dataset is not assumed to be).
+        ``fast_gather: bool``: True when ``get_columns`` is a gather from memory (no I/O,
+            no decoding), cheaper than moving its result between processes; the Loader
+            then reads plain batches in the calling process and keeps its workers for
+            transforms.
 
     Sources are stateless and must be safe to use after ``fork``: open files lazily, per
     process, and never hold a handle that a forked worker would share.

@@ -1,0 +1,220 @@
+"""Order: which record sits at each position of an epoch, as a function of (seed, epoch).
+
+A shuffled order is a keyed pseudo-random bijection on ``[0, n)`` computed per position,
+so it needs O(1) memory (P2) and any position can be looked up without the ones before it
+(the basis of O(1) resume, P4). It is a global shuffle: every record can land at every
+position (P1).
+
+The bijection is a Feistel network on the smallest power-of-two domain ``[0, 2**b)`` that
+holds ``n``, split into a high half of ``ceil(b/2)`` bits and a low half of ``floor(b/2)``
+bits. Each round XORs one half with a keyed hash of the other, alternating halves, so each
+round (and the whole network) is a bijection on ``[0, 2**b)`` for every ``b``, balanced or
+not. Values that land in ``[n, 2**b)`` are walked along their cycle until they fall back
+into ``[0, n)`` (cycle walking), which restricts the bijection to exactly ``[0, n)``: no
+record is dropped or repeated at any ``n``, including ``2**k + 1``. Since ``2**b < 2n``,
+a position needs fewer than two passes on average.
+
+The mapping is part of epochal's contract (a golden test pins it): changing the hash, the
+key schedule or the number of rounds changes every shuffled run, so do not.
+"""
+
+from __future__ import annotations
+
+from typing import overload
+
+import numpy as np
+
+__all__ = ["MAX_RECORDS", "IdentityOrder", "Order", "ShuffledOrder", "make_order"]
+
+MAX_RECORDS = 1 << 62  # largest supported n: the domain and its halves fit in uint64 arithmetic
+_ROUNDS = 6  # 3 rounds per half: well mixed by every statistical test in tests/test_order.py
+_CHUNK = 1 << 16  # positions per vectorised block: keeps temporaries in the CPU cache
+_M64 = (1 << 64) - 1
+_C1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 multipliers
+_C2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: int) -> int:
+    """One splitmix64 step on a Python int: a 64-bit bijective hash used to derive keys."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _check_seed_epoch(seed: int, epoch: int) -> None:
+    if not 0 <= seed <= _M64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+    if not 0 <= epoch <= _M64:
+        raise ValueError(f"epoch must be an integer in [0, 2**64), got {epoch}")
+
+
+def _check_n(n: int) -> int:
+    n = int(n)
+    if not 1 <= n <= MAX_RECORDS:
+        raise ValueError(f"an order needs 1 <= n <= 2**62 records, got n={n}")
+    return n
+
+
+def _as_positions(positions: np.ndarray | list[int] | range, n: int, what: str) -> np.ndarray:
+    array = np.asarray(positions)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, got an array of dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() >= n):
+        bad = array[(array < 0) | (array >= n)].flat[0]
+        raise IndexError(f"{what} {int(bad)} is out of range for an order of n={n}")
+    return array
+
+
+class Order:
+    """Base of the orders: ``index(positions)`` and its inverse ``position(indices)``."""
+
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, position: int) -> int: ...
+    @overload
+    def __getitem__(self, position: slice) -> np.ndarray: ...
+    def __getitem__(self, position: int | slice) -> int | np.ndarray:
+        if isinstance(position, slice):
+            return self.index(np.arange(self.n, dtype=np.int64)[position])
+        position = int(position)
+        if position < 0:
+            position += self.n
+        return int(self.index(np.array([position], dtype=np.int64))[0])
+
+    def index(self, positions: np.ndarray | list[int] | range) -> np.ndarray:
+        """The record index at each position (int64 array of the same shape)."""
+        raise NotImplementedError
+
+    def position(self, indices: np.ndarray | list[int] | range) -> np.ndarray:
+        """The position of each record index (the inverse of :meth:`index`)."""
+        raise NotImplementedError
+
+
+class IdentityOrder(Order):
+    """The unshuffled order: position ``p`` holds record ``p`` (``shuffle=False``)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = _check_n(n)
+
+    def index(self, positions: np.ndarray | list[int] | range) -> np.ndarray:
+        """Record indices at ``positions``: the positions themselves."""
+        return _as_positions(positions, self.n, "position").astype(np.int64, copy=True)
+
+    def position(self, indices: np.ndarray | list[int] | range) -> np.ndarray:
+        """Positions of record ``indices``: the indices themselves."""
+        return _as_positions(indices, self.n, "record index").astype(np.int64, copy=True)
+
+    def __repr__(self) -> str:
+        return f"IdentityOrder(n={self.n})"
+
+
+class ShuffledOrder(Order):
+    """A keyed pseudo-random permutation of ``[0, n)`` from ``(seed, epoch)``.
+
+    ``ShuffledOrder(n, seed=s, epoch=e).index(positions)`` is vectorised and needs O(1)
+    memory beyond its input and output; two epochs (or seeds) give unrelated orders.
+
+    Args:
+        n: number of records, ``1 <= n <= 2**62``.
+        seed: the run's seed, in ``[0, 2**64)``.
+        epoch: the epoch, in ``[0, 2**64)``.
+    """
+
+    def __init__(self, n: int, *, seed: int, epoch: int) -> None:
+        self.n = _check_n(n)
+        seed, epoch = int(seed), int(epoch)
+        _check_seed_epoch(seed, epoch)
+        self.seed = seed
+        self.epoch = epoch
+        bits = max(2, (self.n - 1).bit_length())
+        self._low_bits = bits // 2
+        self._high_bits = bits - self._low_bits
+        state = _splitmix64(_splitmix64(seed) ^ epoch)
+        keys = []
+        for _ in range(_ROUNDS):
+            state = _splitmix64(state)
+            keys.append(np.uint64(state))
+        self._keys = keys
+
+    def __repr__(self) -> str:
+        return f"ShuffledOrder(n={self.n}, seed={self.seed}, epoch={self.epoch})"
+
+    def index(self, positions: np.ndarray | list[int] | range) -> np.ndarray:
+        """Record indices at ``positions`` (any shape), as int64."""
+        array = _as_positions(positions, self.n, "position")
+        return self._apply(array, inverse=False)
+
+    def position(self, indices: np.ndarray | list[int] | range) -> np.ndarray:
+        """Positions of record ``indices`` (any shape), as int64: the inverse of ``index``."""
+        array = _as_positions(indices, self.n, "record index")
+        return self._apply(array, inverse=True)
+
+    def _apply(self, array: np.ndarray, *, inverse: bool) -> np.ndarray:
+        x = array.astype(np.uint64).ravel()
+        self._permute_domain(x, inverse)
+        # cycle walking: values that left [0, n) take another step along their cycle;
+        # fewer than half do at each step, so this ends after a few short passes
+        outside = np.flatnonzero(x >= self.n)
+        while outside.size:
+            y = x[outside]
+            self._permute_domain(y, inverse)
+            x[outside] = y
+            outside = outside[y >= self.n]
+        return x.astype(np.int64).reshape(array.shape)
+
+    def _permute_domain(self, x: np.ndarray, inverse: bool) -> None:
+        """Apply the Feistel permutation of ``[0, 2**b)`` to ``x`` in place, block by block."""
+        for lo in range(0, x.size, _CHUNK):
+            block = x[lo : lo + _CHUNK]
+            block[...] = self._feistel(block, inverse)
+
+    def _feistel(self, x: np.ndarray, inverse: bool) -> np.ndarray:
+        low_bits, high_bits = self._low_bits, self._high_bits
+        high = x >> np.uint64(low_bits)
+        low = x & np.uint64((1 << low_bits) - 1)
+        h = np.empty_like(x)
+        t = np.empty_like(x)
+        rounds = range(_ROUNDS - 1, -1, -1) if inverse else range(_ROUNDS)
+        for r in rounds:
+            # even rounds change the high half from the low one, odd rounds the reverse;
+            # XOR with a function of the other half is its own inverse
+            if r % 2 == 0:
+                high ^= _hash(low, self._keys[r], high_bits, h, t)
+            else:
+                low ^= _hash(high, self._keys[r], low_bits, h, t)
+        high <<= np.uint64(low_bits)
+        high |= low
+        return high
+
+
+def _hash(x: np.ndarray, key: np.uint64, bits: int, h: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Top ``bits`` bits of a keyed multiply-xorshift hash of each element of ``x``.
+
+    Written in place into the scratch arrays ``h`` and ``t`` (the hot loop of the order).
+    """
+    np.bitwise_xor(x, key, out=h)
+    h *= _C1
+    np.right_shift(h, np.uint64(32), out=t)
+    h ^= t
+    h *= _C2
+    h >>= np.uint64(64 - bits)
+    return h
+
+
+def make_order(n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> Order:
+    """The order of epoch ``epoch``: shuffled from ``(seed, epoch)``, or the identity.
+
+    Args:
+        n: number of records.
+        seed: the run's seed (ignored when ``shuffle`` is False).
+        epoch: the epoch (ignored when ``shuffle`` is False).
+        shuffle: False gives :class:`IdentityOrder`.
+    """
+    if shuffle:
+        return ShuffledOrder(n, seed=seed, epoch=epoch)
+    return IdentityOrder(n)
