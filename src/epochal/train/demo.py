@@ -16,7 +16,7 @@ import tyro
 
 from epochal.train.config import DataConfig, OptimConfig, RunConfig, TrainerConfig
 
-__all__ = ["DemoConfig", "main", "run_config"]
+__all__ = ["DemoConfig", "main", "run_config", "write_data"]
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -41,15 +41,41 @@ class DemoConfig:
     """Show a progress bar."""
 
 
-def run_config(demo: DemoConfig) -> RunConfig:
-    """The full run configuration the demo trains with."""
+def write_data(demo: DemoConfig) -> dict[str, str]:
+    """Draw the images and write them to two epochal stores under ``run_dir/data``.
+
+    A store that is already there (a second run of the demo) is reused as it is.
+    """
+    import epochal
+    from epochal.train.shapes import CLASSES, make_split
+
+    paths = {}
+    for split, n in (("train", demo.num_train), ("val", demo.num_val)):
+        path = Path(demo.run_dir) / "data" / split
+        paths[split] = str(path)
+        try:
+            if len(epochal.open(path)) == n:
+                continue
+        except epochal.StoreError:
+            pass  # not written yet (or a build that died midway): write it
+        arrays = make_split(split, n)
+        records = (
+            {"image": image, "label": label}
+            for image, label in zip(arrays["image"], arrays["label"], strict=True)
+        )
+        epochal.write(records, path, metadata={"classes": list(CLASSES)}, overwrite=True)
+    return paths
+
+
+def run_config(demo: DemoConfig, data: dict[str, str]) -> RunConfig:
+    """The full run configuration the demo trains with, on the stores ``data`` names."""
     return RunConfig(
         run_dir=demo.run_dir,
         seed=demo.seed,
         device="cpu",
         data=DataConfig(
-            train=f"shapes:train:{demo.num_train}",
-            val=f"shapes:val:{demo.num_val}",
+            train=data["train"],
+            val=data["val"],
             batch_size=demo.batch_size,
             num_workers=demo.num_workers,
             augment=True,
@@ -71,12 +97,13 @@ def main(argv: list[str]) -> int:
     from epochal.train.shapes import CLASSES
 
     demo = tyro.cli(DemoConfig, args=argv, prog="epochal demo")
-    config = run_config(demo)
+    started = time.perf_counter()
+    config = run_config(demo, write_data(demo))
     print(
         f"epochal demo: {demo.num_train} training and {demo.num_val} validation images of "
-        f"{len(CLASSES)} procedurally drawn shapes ({', '.join(CLASSES)}); run dir {demo.run_dir}"
+        f"{len(CLASSES)} procedurally drawn shapes ({', '.join(CLASSES)}) in epochal stores "
+        f"under {Path(demo.run_dir) / 'data'}"
     )
-    started = time.perf_counter()
     metrics = run(config)
     seconds = time.perf_counter() - started
     accuracy = metrics.get("val_accuracy", float("nan"))

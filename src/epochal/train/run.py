@@ -29,8 +29,6 @@ __all__ = ["Job", "augment_image", "build", "main", "open_source", "run"]
 
 log = logging.getLogger("epochal")
 
-_SHAPES_SIZES = {"train": 4000, "val": 1000}  # records of 'shapes:SPLIT' without an explicit count
-_SHAPES_SEEDS = {"train": 1, "val": 2}  # disjoint draws for the two splits
 _MAX_SHIFT = 2  # pixels of random shift in augment_image
 
 
@@ -53,22 +51,19 @@ def open_source(spec: str) -> Any:
     import epochal
 
     if spec.startswith("shapes:"):
-        from epochal.train.shapes import make_shapes
+        from epochal.train.shapes import SPLITS, make_split
 
         _, split, *count = spec.split(":")
-        if split not in _SHAPES_SIZES or len(count) > 1 or (count and not count[0].isdigit()):
+        if split not in SPLITS or len(count) > 1 or (count and not count[0].isdigit()):
             raise Error(
                 f"built-in data must be 'shapes:train[:N]' or 'shapes:val[:N]', got {spec!r}"
             )
-        n = int(count[0]) if count else _SHAPES_SIZES[split]
-        return epochal.from_arrays(**make_shapes(n, seed=_SHAPES_SEEDS[split]))
+        return epochal.from_arrays(**make_split(split, int(count[0]) if count else None))
     if spec.endswith(".npz"):
         if not Path(spec).is_file():
             raise Error(f"data file {spec!r} does not exist")
         with np.load(spec) as arrays:
             return epochal.from_arrays(**{k: arrays[k] for k in arrays.files})
-    if not hasattr(epochal, "open"):
-        raise Error(f"cannot open {spec!r}: use 'shapes:train', 'shapes:val' or an .npz file")
     return epochal.open(spec)
 
 

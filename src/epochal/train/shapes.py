@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLASSES", "make_shapes"]
+__all__ = ["CLASSES", "SPLITS", "make_shapes", "make_split"]
 
 CLASSES = ("circle", "square", "triangle", "cross")
+SPLITS = {"train": (1, 4000), "val": (2, 1000)}  # split -> (seed, default size): disjoint draws
 _CHUNK = 1024  # images drawn per vectorised step (bounds the float64 temporaries)
+
+
+def make_split(split: str, n: int | None = None) -> dict[str, np.ndarray]:
+    """The ``"train"`` or ``"val"`` split (``n`` records, default 4000 / 1000)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    seed, default = SPLITS[split]
+    return make_shapes(default if n is None else n, seed=seed)
 
 
 def make_shapes(n: int, *, seed: int, size: int = 32) -> dict[str, np.ndarray]:
