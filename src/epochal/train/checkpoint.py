@@ -81,6 +81,10 @@ class Checkpointer:
             checkpoint as a plain dict and returned by :meth:`restore` as ``meta["config"]``.
         weights_only: Load with ``torch.load(weights_only=True)`` (safe: plain data and tensors
             only). Set False for components whose state holds arbitrary Python objects.
+        durable: fsync the files and the directory, so a checkpoint survives a power loss or
+            kernel crash, not only a killed process. False skips the fsyncs (a save is still
+            atomic against any kill of the process, since ``os.replace`` is); use it where
+            fsync is very slow and the machine itself is trusted.
 
     Components are keyword arguments of :meth:`save` and :meth:`restore`: anything with
     ``state_dict()`` and ``load_state_dict()`` (model, optimizer, LR scheduler, GradScaler,
@@ -103,6 +107,7 @@ class Checkpointer:
         keep_best: tuple[str, str] | None = None,
         config: Any = None,
         weights_only: bool = True,
+        durable: bool = True,
     ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
@@ -115,6 +120,7 @@ class Checkpointer:
         self.keep_best = tuple(keep_best) if keep_best is not None else None
         self.config = _config_dict(config)
         self.weights_only = weights_only
+        self.durable = durable
 
     # -- saving -------------------------------------------------------------------------
 
@@ -152,7 +158,9 @@ class Checkpointer:
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"step_{step:012d}-{os.urandom(4).hex()}.pt"
-        size, digest = _atomic_write(self.directory / name, payload, pause_step=step)
+        size, digest = _atomic_write(
+            self.directory / name, payload, pause_step=step, durable=self.durable
+        )
         commit = {
             "format": FORMAT,
             "version": VERSION,
@@ -162,8 +170,10 @@ class Checkpointer:
             "bytes": size,
             "xxh3_64": digest,
         }
-        _atomic_write_json(self.directory / f"step_{step:012d}.json", commit)
-        _fsync_dir(self.directory)
+        # the commit record goes last: only once it is in place does the checkpoint exist
+        _atomic_write_json(self.directory / f"step_{step:012d}.json", commit, durable=self.durable)
+        if self.durable:
+            _fsync_dir(self.directory)  # both renames are durable before anything is pruned
         self._prune()
         _barrier()
         return self.directory / name
@@ -410,30 +420,31 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _atomic_write(path: Path, payload: Any, *, pause_step: int) -> tuple[int, str]:
+def _atomic_write(path: Path, payload: Any, *, pause_step: int, durable: bool) -> tuple[int, str]:
     fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             writer = _HashingWriter(f)
             torch.save(payload, writer)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         pause_point("write", pause_step)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
     return writer.size, writer.hash.hexdigest()
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
+def _atomic_write_json(path: Path, data: Any, *, durable: bool) -> None:
     fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

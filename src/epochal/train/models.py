@@ -70,7 +70,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        return self.net(x.float())
+        elif not x.is_floating_point():
+            x = x.float()
+        return self.net(x)
 
 
 def make_model(

@@ -227,8 +227,7 @@ class Trainer:
         cfg = self.config
         world = get_world_size()
         bar = progress_bar(total, initial=min(self.step, total), enabled=cfg.progress)
-        loss_sum = torch.zeros((), device=self.device)
-        loss_count = 0
+        losses: list[torch.Tensor] = []  # detached: no graphs kept alive (P11); summed when logged
         samples, tick = 0, time.perf_counter()
         last: dict[str, float] = {}
         saved_step = self.step if self.step > 0 else -1
@@ -243,8 +242,7 @@ class Trainer:
                 group_size = min(cfg.grad_accum, batches - (i // cfg.grad_accum) * cfg.grad_accum)
                 last_in_group = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches
                 loss = self._backward(batch, group_size, sync=last_in_group)
-                loss_sum += loss
-                loss_count += 1
+                losses.append(loss)
                 samples += len(batch[self.target_key]) * world
                 if order is not None:
                     group.append((epoch, batch))
@@ -258,7 +256,7 @@ class Trainer:
                 pause_point("step", self.step)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == total:
-                    mean_loss = float(loss_sum) / max(1, loss_count)
+                    mean_loss = float(torch.stack(losses).float().mean()) if losses else math.nan
                     now = time.perf_counter()
                     rate = samples / max(now - tick, 1e-9)
                     last["train_loss"] = mean_loss
@@ -271,8 +269,8 @@ class Trainer:
                         },
                     )
                     bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:,.0f}")
-                    loss_sum.zero_()
-                    loss_count, samples, tick = 0, 0, now
+                    losses.clear()
+                    samples, tick = 0, now
                 evaluated = False
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < total:
                     last.update(self.evaluate())
@@ -323,15 +321,23 @@ class Trainer:
             with self._autocast():
                 outputs = self.model(inputs)
                 loss = self.loss_fn(outputs, targets)
-            self.scaler.scale(loss / group_size).backward()
+            scaled = loss / group_size if group_size > 1 else loss
+            if self.scaler.is_enabled():
+                scaled = self.scaler.scale(scaled)
+            scaled.backward()
         return loss.detach()
 
     def _optimizer_step(self) -> None:
+        scaler = self.scaler if self.scaler.is_enabled() else None
         if self.config.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
