@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,27 @@ def test_setup_logging_writes_the_run_log(tmp_path: Path) -> None:
     assert "hello 42" in (tmp_path / "train.log").read_text()
     setup_logging(None)  # replaces, does not duplicate, its handlers
     assert sum(isinstance(h, logging.FileHandler) for h in logger.handlers) == 0
+
+
+def test_without_tensorboard_the_run_says_so_once_and_keeps_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain install (no 'train' extra) still trains and logs: one line, then metrics.jsonl."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("epochal")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with RunLogger(tmp_path) as run:
+            assert not run.tensorboard
+            run.scalars(1, {"train/loss": 0.5})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert len(lines) == 1 and "pip install 'epochal[train]'" in lines[0]
+    assert _jsonl(tmp_path / "metrics.jsonl") == [{"step": 1, "train/loss": 0.5}]
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
