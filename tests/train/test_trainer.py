@@ -15,7 +15,13 @@ import epochal
 from epochal.train.checkpoint import Checkpointer
 from epochal.train.config import TrainerConfig
 from epochal.train.trainer import Trainer, warmup_schedule
-from epochal.train.verify_resume import VerifyConfig, compare_payloads, verify
+from epochal.train.verify_resume import (
+    VerifyConfig,
+    _kill_plan,
+    compare_payloads,
+    default_job,
+    verify,
+)
 
 
 def test_sigkill_at_several_steps_and_during_a_write_resumes_bitwise(
@@ -27,20 +33,24 @@ def test_sigkill_at_several_steps_and_during_a_write_resumes_bitwise(
     The job shuffles, augments each record at random, uses dropout, two loader workers and a
     warm-up + cosine LR schedule, and keeps only the last checkpoint (keep_last=1).
     """
-    status = verify(VerifyConfig(workdir=str(tmp_path), kills=3, write_kills=1, seed=1))
+    config = VerifyConfig(workdir=str(tmp_path), kills=3, write_kills=1, seed=1)
+    plan = _kill_plan(config, default_job(), 24)
+    assert [kind for kind, _ in plan].count("write") == 1
+    assert any(kind == "step" and step % 8 != 0 for kind, step in plan)  # mid-epoch (8 steps/epoch)
+    status = verify(config)
     out = capsys.readouterr().out
     assert status == 0, out
     assert "during its checkpoint write" in out and "after its optimizer step" in out
     reference = Checkpointer(tmp_path / "reference" / "checkpoints").read()
     resumed = Checkpointer(tmp_path / "killed" / "checkpoints").read()
-    assert reference["step"] == resumed["step"] == 30
+    assert reference["step"] == resumed["step"] == 24
     weights_a, weights_b = reference["components"]["model"], resumed["components"]["model"]
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:
         assert torch.equal(weights_a[name], weights_b[name]), name
     order_a = (tmp_path / "reference" / "order-rank0.jsonl").read_text()
     assert order_a == (tmp_path / "killed" / "order-rank0.jsonl").read_text()
-    assert len(order_a.splitlines()) == 30
+    assert len(order_a.splitlines()) == 24
 
 
 def test_compare_payloads_reports_a_one_ulp_difference() -> None:
@@ -79,6 +89,7 @@ def _trainer(
     grad_accum: int,
     max_steps: int | None = None,
     epochs: int = 1,
+    amp: bool = False,
 ) -> Trainer:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -92,6 +103,7 @@ def _trainer(
         checkpoint_every=0,
         progress=False,
         log_every=1,
+        amp=amp,
     )
     return Trainer(
         model, optimizer, loader, run_dir=run_dir, config=config, input_key="x", target_key="y"
@@ -135,3 +147,15 @@ def test_warmup_then_cosine_schedule() -> None:
     assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
     with pytest.raises(ValueError, match="schedule must be"):
         warmup_schedule(optimizer, warmup_steps=0, total_steps=3, schedule="step")
+
+
+def test_amp_on_cpu_trains_in_bfloat16_and_keeps_float32_weights(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, batch_size=16, grad_accum=1, epochs=3, amp=True)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    metrics = trainer.fit()
+    assert math.isfinite(metrics["train_loss"])
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
+    )
