@@ -22,25 +22,33 @@ _LAZY: dict[str, str] = {
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
     "MeanMetrics": "epochal.train.distributed",
+    "Mixture": "epochal.mixture",
     "ModelConfig": "epochal.train.config",
     "OptimConfig": "epochal.train.config",
     "Plan": "epochal.plan",
     "RunConfig": "epochal.train.config",
+    "Sampler": "epochal.sampling",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
     "StoreError": "epochal.store",
     "StoreSource": "epochal.store",
     "Trainer": "epochal.train.trainer",
     "TrainerConfig": "epochal.train.config",
+    "WeightedSampler": "epochal.sampling",
+    "balanced": "epochal.sampling",
+    "concat": "epochal.sources",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
     "init_distributed": "epochal.train.distributed",
     "load_model_state": "epochal.train.checkpoint",
     "make_order": "epochal.order",
     "merge": "epochal.store",
+    "mix": "epochal.mixture",
     "open": "epochal.store",
     "sample_rng": "epochal.rng",
     "seed_everything": "epochal.train.seeding",
+    "split": "epochal.sources",
+    "subset": "epochal.sources",
     "verify": "epochal.store",
     "warmup_schedule": "epochal.train.trainer",
     "wrap_model": "epochal.train.distributed",
@@ -56,10 +64,12 @@ __all__ = [
     "IdentityOrder",
     "Loader",
     "MeanMetrics",
+    "Mixture",
     "ModelConfig",
     "OptimConfig",
     "Plan",
     "RunConfig",
+    "Sampler",
     "ShuffledOrder",
     "Source",
     "StateError",
@@ -67,16 +77,22 @@ __all__ = [
     "StoreSource",
     "Trainer",
     "TrainerConfig",
+    "WeightedSampler",
     "__version__",
+    "balanced",
+    "concat",
     "from_arrays",
     "from_dataset",
     "init_distributed",
     "load_model_state",
     "make_order",
     "merge",
+    "mix",
     "open",
     "sample_rng",
     "seed_everything",
+    "split",
+    "subset",
     "verify",
     "warmup_schedule",
     "wrap_model",
@@ -85,10 +101,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from epochal.loader import Loader
+    from epochal.mixture import Mixture, mix
     from epochal.order import IdentityOrder, ShuffledOrder, make_order
     from epochal.plan import Plan
     from epochal.rng import sample_rng
-    from epochal.sources import Source, from_arrays, from_dataset
+    from epochal.sampling import Sampler, WeightedSampler, balanced
+    from epochal.sources import Source, concat, from_arrays, from_dataset, split, subset
     from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
     from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
     from epochal.train.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tyro
 
-__all__ = ["BenchConfig", "main", "run"]
+__all__ = ["BenchConfig", "benchmark_data", "main", "run"]
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -94,6 +94,22 @@ def _cpu_transform(record: dict[str, Any], rng: np.random.Generator) -> dict[str
     return {"image": x, "label": record["label"]}
 
 
+def benchmark_data(directory: Path, records: int) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmarks' dataset: ``records`` x 3,072 random bytes as a read-only memmap in
+    ``directory`` (page cache warmed by one full read), and int64 labels ``0..records-1``."""
+    path = directory / "images.u8"
+    images = np.memmap(path, dtype=np.uint8, mode="w+", shape=(records, 3072))
+    rng = np.random.default_rng(0)
+    for lo in range(0, records, 10_000):
+        hi = min(records, lo + 10_000)
+        images[lo:hi] = rng.integers(0, 256, (hi - lo, 3072), dtype=np.uint8)
+    images.flush()
+    del images
+    images = np.memmap(path, dtype=np.uint8, mode="r", shape=(records, 3072))
+    images.sum(dtype=np.uint64)  # read every page once: the page cache is warm
+    return images, np.arange(records, dtype=np.int64)
+
+
 def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
     """Run every measurement; returns (measurement, result, target) rows."""
     import torch
@@ -103,17 +119,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
 
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
-        path = Path(tmp) / "images.u8"
-        images = np.memmap(path, dtype=np.uint8, mode="w+", shape=(cfg.records, 3072))
-        rng = np.random.default_rng(0)
-        for lo in range(0, cfg.records, 10_000):
-            hi = min(cfg.records, lo + 10_000)
-            images[lo:hi] = rng.integers(0, 256, (hi - lo, 3072), dtype=np.uint8)
-        images.flush()
-        del images
-        images = np.memmap(path, dtype=np.uint8, mode="r", shape=(cfg.records, 3072))
-        labels = np.arange(cfg.records, dtype=np.int64)
-        images.sum(dtype=np.uint64)  # read every page once: the page cache is warm
+        images, labels = benchmark_data(Path(tmp), cfg.records)
         source = epochal.from_arrays(image=images, label=labels)
         order = ShuffledOrder(cfg.records, seed=0, epoch=0)
         batches = [

@@ -24,11 +24,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from epochal._gather import AddressSpace
 from epochal.store._columns import ColumnView, arrow_schema, as_records
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
 from epochal.store._fs import Location, locate
-from epochal.store._gather import AddressSpace
 from epochal.store._remote import ShardCache, hash_file
 
 __all__ = ["StoreSource", "open_store", "read_manifest"]
@@ -97,6 +97,14 @@ class StoreSource:
     """
 
     deterministic = True
+
+    @property
+    def fast_gather(self) -> bool:
+        """A local store's batches are memory gathers: the Loader reads them in-process.
+
+        Remote stores fetch shards on first use, so their reads stay in the workers.
+        """
+        return self._cache is None
 
     def __init__(
         self, loc: Location, manifest: Manifest, *, cache: ShardCache | None = None
