@@ -43,12 +43,6 @@ def test_user_error_is_one_line_without_traceback():
     assert result.stderr.strip().startswith("epochal bench: error: need records >= batch_size")
 
 
-def test_demo_runs_and_resumes_exactly():
-    result = _run("demo", "--records", "2000", "--num-workers", "2")
-    assert result.returncode == 0, result.stderr
-    assert "bitwise identical" in result.stdout
-
-
 def test_bench_runs_small():
     result = _run(
         "bench",

@@ -15,59 +15,87 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
+    "CheckpointWarning": "epochal.train.checkpoint",
+    "Checkpointer": "epochal.train.checkpoint",
     "CorruptStoreError": "epochal.store",
+    "DataConfig": "epochal.train.config",
     "IdentityOrder": "epochal.order",
     "Loader": "epochal.loader",
+    "MeanMetrics": "epochal.train.distributed",
     "Mixture": "epochal.mixture",
+    "ModelConfig": "epochal.train.config",
+    "OptimConfig": "epochal.train.config",
     "Plan": "epochal.plan",
+    "RunConfig": "epochal.train.config",
     "Sampler": "epochal.sampling",
     "ShuffledOrder": "epochal.order",
     "Source": "epochal.sources",
     "StoreError": "epochal.store",
     "StoreSource": "epochal.store",
+    "Trainer": "epochal.train.trainer",
+    "TrainerConfig": "epochal.train.config",
     "WeightedSampler": "epochal.sampling",
     "balanced": "epochal.sampling",
     "concat": "epochal.sources",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
+    "init_distributed": "epochal.train.distributed",
+    "load_model_state": "epochal.train.checkpoint",
     "make_order": "epochal.order",
     "merge": "epochal.store",
     "mix": "epochal.mixture",
     "open": "epochal.store",
     "sample_rng": "epochal.rng",
+    "seed_everything": "epochal.train.seeding",
     "split": "epochal.sources",
     "subset": "epochal.sources",
     "verify": "epochal.store",
+    "warmup_schedule": "epochal.train.trainer",
+    "wrap_model": "epochal.train.distributed",
     "write": "epochal.store",
 }
 
 __all__ = [
+    "CheckpointWarning",
+    "Checkpointer",
     "CorruptStoreError",
+    "DataConfig",
     "Error",
     "IdentityOrder",
     "Loader",
+    "MeanMetrics",
     "Mixture",
+    "ModelConfig",
+    "OptimConfig",
     "Plan",
+    "RunConfig",
     "Sampler",
     "ShuffledOrder",
     "Source",
     "StateError",
     "StoreError",
     "StoreSource",
+    "Trainer",
+    "TrainerConfig",
     "WeightedSampler",
     "__version__",
     "balanced",
     "concat",
     "from_arrays",
     "from_dataset",
+    "init_distributed",
+    "load_model_state",
     "make_order",
     "merge",
     "mix",
     "open",
     "sample_rng",
+    "seed_everything",
     "split",
     "subset",
     "verify",
+    "warmup_schedule",
+    "wrap_model",
     "write",
 ]
 
@@ -80,6 +108,11 @@ if TYPE_CHECKING:
     from epochal.sampling import Sampler, WeightedSampler, balanced
     from epochal.sources import Source, concat, from_arrays, from_dataset, split, subset
     from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
+    from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
+    from epochal.train.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig
+    from epochal.train.distributed import MeanMetrics, init_distributed, wrap_model
+    from epochal.train.seeding import seed_everything
+    from epochal.train.trainer import Trainer, warmup_schedule
 
 
 def __getattr__(name: str) -> Any:

@@ -25,13 +25,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "epochal.store._cmd_build",
         "Build a store from images, JSONL, CSV, Parquet, .npy/.npz or WebDataset tars.",
     ),
-    "demo": ("epochal._demo", "Run the built-in demo on embedded data (no downloads)."),
+    "demo": (
+        "epochal.train.demo",
+        "Train a small CNN on procedural shapes (no download); resumes if run again.",
+    ),
     "inspect": (
         "epochal.store._cmd_inspect",
         "Show a store's schema, counts, sizes and a few records.",
     ),
     "lint": ("epochal.lint.cli", "Find classic training-code bugs (P6, P9-P12) in Python files."),
     "verify": ("epochal.store._cmd_verify", "Check every shard of a store against its checksums."),
+    "train": (
+        "epochal.train.run",
+        "Train a model on a store or source from a typed config; resumes from its run dir.",
+    ),
+    "verify-resume": (
+        "epochal.train.verify_resume",
+        "Kill a run at random steps, resume it, check it ends bitwise identical.",
+    ),
 }
 
 

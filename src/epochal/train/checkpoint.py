@@ -1,0 +1,459 @@
+"""Checkpointer: everything a run needs to continue, written atomically (P9, P10).
+
+A checkpoint of step ``S`` in directory ``D`` is two files:
+
+- ``D/step_<S>-<token>.pt``: ``torch.save`` of the payload: every component's
+  ``state_dict()``, the global RNG states of every rank, the step, metrics and config;
+- ``D/step_<S>.json``: the commit record: step, metrics, the name of the ``.pt`` file, its
+  size and xxh3-64 checksum.
+
+Both are written to a temporary file in ``D``, flushed and fsynced, then moved into place
+with ``os.replace`` (and the directory fsynced); the ``.json`` goes last, so a checkpoint
+exists exactly when its commit record does and the file it names has that size and
+checksum. Old checkpoints are pruned only after the new one is committed, so a kill at any
+instant (even with ``keep_last=1``) leaves the previous good checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import xxhash
+from torch import nn
+
+from epochal._errors import StateError
+from epochal.train._faults import pause_point
+from epochal.train.distributed import get_rank, get_world_size, unwrap_model
+from epochal.train.seeding import rng_states, set_rng_states
+
+__all__ = ["CheckpointWarning", "Checkpointer", "load_model_state"]
+
+FORMAT = "epochal.checkpoint"
+VERSION = 1
+_COMMIT = re.compile(r"^step_(\d{12})\.json$")
+_PAYLOAD = re.compile(r"^step_(\d{12})-[0-9a-f]{8}\.pt$")
+_TEMP_PREFIX = ".tmp-"
+_CHUNK = 8 << 20  # bytes per read when verifying a checksum
+_PREFIX = "module."  # what DataParallel / DistributedDataParallel put before every key
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped (incomplete or corrupt) or restored only in part."""
+
+
+class _HashingWriter:
+    """A file object that hashes every byte written through it (torch.save writes here)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.hash = xxhash.xxh3_64()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        n = self._f.write(data)
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+class Checkpointer:
+    """Saves and restores every stateful object of a training run, atomically.
+
+    Args:
+        directory: Where the checkpoints live (created on the first save).
+        keep_last: How many of the newest checkpoints to keep (None keeps all).
+        keep_best: ``(metric, "min" | "max")``: also keep the checkpoint with the best value of
+            ``metric`` among those saved with it.
+        config: The run's configuration (a dataclass or a plain dict), stored in every
+            checkpoint as a plain dict and returned by :meth:`restore` as ``meta["config"]``.
+        weights_only: Load with ``torch.load(weights_only=True)`` (safe: plain data and tensors
+            only). Set False for components whose state holds arbitrary Python objects.
+        durable: fsync the files and the directory, so a checkpoint survives a power loss or
+            kernel crash, not only a killed process. False skips the fsyncs (a save is still
+            atomic against any kill of the process, since ``os.replace`` is); use it where
+            fsync is very slow and the machine itself is trusted.
+
+    Components are keyword arguments of :meth:`save` and :meth:`restore`: anything with
+    ``state_dict()`` and ``load_state_dict()`` (model, optimizer, LR scheduler, GradScaler,
+    ``epochal.Loader``, your own objects). Models are saved unwrapped from DDP /
+    DataParallel / ``torch.compile``, and load into wrapped or bare models alike.
+    The global RNG states of python, numpy, torch CPU and every CUDA device are saved for
+    every rank and restored last, after all components. Under torch.distributed every rank
+    calls ``save`` (it gathers the ranks' RNG states), rank 0 writes; every rank restores.
+
+    Payload state (version 1): ``format``, ``version``, ``step``, ``time``, ``metrics``,
+    ``config``, ``world_size``, ``components`` (name -> state dict) and ``rng`` (one
+    :func:`~epochal.train.seeding.rng_states` dict per rank).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keep_last: int | None = 3,
+        keep_best: tuple[str, str] | None = None,
+        config: Any = None,
+        weights_only: bool = True,
+        durable: bool = True,
+    ) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
+        if keep_best is not None and (len(keep_best) != 2 or keep_best[1] not in ("min", "max")):
+            raise ValueError(
+                f"keep_best must be (metric, 'min') or (metric, 'max'), got {keep_best!r}"
+            )
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.keep_best = tuple(keep_best) if keep_best is not None else None
+        self.config = _config_dict(config)
+        self.weights_only = weights_only
+        self.durable = durable
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save(
+        self, step: int, *, metrics: Mapping[str, float] | None = None, **components: Any
+    ) -> Path | None:
+        """Save a checkpoint of ``step`` holding every component, then prune old ones.
+
+        Args:
+            step: The training step (optimizer updates so far); names the checkpoint.
+            metrics: Scalars stored with it (``keep_best`` reads its metric from here).
+            **components: Objects with ``state_dict()``, saved under their keyword.
+
+        Returns:
+            The path of the ``.pt`` file on rank 0; None on the other ranks.
+        """
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        states = {name: _state_of(name, obj) for name, obj in components.items()}
+        rng = _gather(rng_states())
+        if get_rank() != 0:
+            _barrier()
+            return None
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": step,
+            "time": time.time(),
+            "metrics": metrics,
+            "config": self.config,
+            "world_size": get_world_size(),
+            "components": states,
+            "rng": rng,
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"step_{step:012d}-{os.urandom(4).hex()}.pt"
+        size, digest = _atomic_write(
+            self.directory / name, payload, pause_step=step, durable=self.durable
+        )
+        commit = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": step,
+            "metrics": metrics,
+            "file": name,
+            "bytes": size,
+            "xxh3_64": digest,
+        }
+        # the commit record goes last: only once it is in place does the checkpoint exist
+        _atomic_write_json(self.directory / f"step_{step:012d}.json", commit, durable=self.durable)
+        if self.durable:
+            _fsync_dir(self.directory)  # both renames are durable before anything is pruned
+        self._prune()
+        _barrier()
+        return self.directory / name
+
+    def _prune(self) -> None:
+        commits = self._commits()
+        keep = (
+            {step for step, _ in commits[-self.keep_last :]}
+            if self.keep_last
+            else {step for step, _ in commits}
+        )
+        if self.keep_best is not None:
+            best = self._best(commits)
+            if best is not None:
+                keep.add(best)
+        for step, _commit in commits:
+            if step not in keep:
+                (self.directory / f"step_{step:012d}.json").unlink(missing_ok=True)
+        referenced = {commit.get("file") for step, commit in commits if step in keep}
+        for path in self.directory.iterdir():
+            orphan = _PAYLOAD.match(path.name) and path.name not in referenced
+            if orphan or path.name.startswith(_TEMP_PREFIX):
+                path.unlink(missing_ok=True)
+
+    def _best(self, commits: list[tuple[int, dict[str, Any]]]) -> int | None:
+        assert self.keep_best is not None
+        metric, mode = self.keep_best
+        scored = [
+            (c["metrics"][metric], step) for step, c in commits if metric in c.get("metrics", {})
+        ]
+        if not scored:
+            return None
+        # ties go to the newest checkpoint
+        return (min(scored, key=lambda t: (t[0], -t[1])) if mode == "min" else max(scored))[1]
+
+    # -- listing ------------------------------------------------------------------------
+
+    def _commits(self) -> list[tuple[int, dict[str, Any]]]:
+        """Commit records, oldest first; an unreadable one is ``{"error": why}``."""
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for path in self.directory.iterdir():
+            match = _COMMIT.match(path.name)
+            if not match:
+                continue
+            try:
+                commit = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                commit = {"error": f"{path.name} is unreadable: {err}"}
+            out.append((int(match.group(1)), commit))
+        return sorted(out, key=lambda item: item[0])
+
+    def steps(self) -> list[int]:
+        """Steps that have a commit record, oldest first (restore() still verifies each)."""
+        return [step for step, _ in self._commits()]
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the best checkpoint by ``keep_best`` (None without keep_best or metric)."""
+        return None if self.keep_best is None else self._best(self._commits())
+
+    # -- restoring ----------------------------------------------------------------------
+
+    def restore(
+        self, *, step: int | None = None, map_location: Any = "cpu", **components: Any
+    ) -> dict[str, Any] | None:
+        """Load the newest complete checkpoint (or ``step``) into the components.
+
+        Incomplete or corrupt checkpoints (a missing or truncated file, a checksum mismatch)
+        are skipped with a :class:`CheckpointWarning` naming them. Components load in the
+        order given, then the RNG states of this rank are restored last.
+
+        Args:
+            step: Restore exactly this step; StateError if it is missing or corrupt.
+            map_location: Passed to ``torch.load`` (state is copied into the components'
+                own devices by their ``load_state_dict``).
+            **components: Objects with ``load_state_dict()``, matched to the saved ones by
+                keyword. A saved component you do not pass is ignored.
+
+        Returns:
+            None when there is no checkpoint, else a dict with ``step``, ``metrics``,
+            ``config``, ``world_size``, ``time`` and ``path``.
+        """
+        payload, path = self._pick(step, map_location)
+        if payload is None:
+            return None
+        saved = payload["components"]
+        missing = sorted(set(components) - set(saved))
+        if missing:
+            raise StateError(
+                f"checkpoint {path} has no component(s) {missing}; it holds {sorted(saved)}"
+            )
+        for name, obj in components.items():
+            if isinstance(obj, nn.Module):
+                load_model_state(obj, saved[name])
+            elif hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(saved[name])
+            else:
+                raise TypeError(
+                    f"component {name!r} ({type(obj).__name__}) has no load_state_dict()"
+                )
+        rng = payload["rng"]
+        set_rng_states(rng[get_rank()] if get_rank() < len(rng) else rng[0])
+        return {
+            "step": payload["step"],
+            "metrics": payload["metrics"],
+            "config": payload["config"],
+            "world_size": payload["world_size"],
+            "time": payload["time"],
+            "path": path,
+        }
+
+    def read(self, *, step: int | None = None, map_location: Any = "cpu") -> dict[str, Any] | None:
+        """The verified payload of the newest complete checkpoint (or of ``step``), as saved.
+
+        Nothing is loaded into any object: ``payload["components"][name]`` is each saved
+        state dict, ``payload["rng"]`` the RNG states of every rank. None if there is none.
+        """
+        chosen = self._choose(step)
+        return None if chosen is None else self._load(self.directory / chosen, map_location)
+
+    def _pick(
+        self, step: int | None, map_location: Any
+    ) -> tuple[dict[str, Any] | None, Path | None]:
+        """Rank 0 chooses the checkpoint and tells the others, so that all ranks load one step."""
+        chosen = self._choose(step) if get_rank() == 0 else None
+        if get_world_size() > 1:
+            box = [chosen]
+            dist.broadcast_object_list(box, src=0)
+            chosen = box[0]
+        if chosen is None:
+            return None, None
+        path = self.directory / chosen
+        return self._load(path, map_location), path
+
+    def _choose(self, step: int | None) -> str | None:
+        commits = self._commits()
+        if step is not None:
+            found = [c for s, c in commits if s == step]
+            if not found:
+                raise StateError(
+                    f"no checkpoint of step {step} in {self.directory}; saved steps: "
+                    f"{[s for s, _ in commits]}"
+                )
+            problem = self._verify(found[0])
+            if problem:
+                raise StateError(f"checkpoint of step {step} is unusable: {problem}")
+            return found[0]["file"]
+        for s, commit in reversed(commits):
+            problem = self._verify(commit)
+            if problem is None:
+                return commit["file"]
+            warnings.warn(
+                f"skipping checkpoint of step {s} in {self.directory}: {problem}",
+                CheckpointWarning,
+                stacklevel=4,
+            )
+        return None
+
+    def _verify(self, commit: Mapping[str, Any]) -> str | None:
+        """Why the checkpoint named by ``commit`` is unusable, or None when it is sound."""
+        if "error" in commit:
+            return str(commit["error"])
+        path = self.directory / str(commit.get("file", ""))
+        if commit.get("format") != FORMAT or not _PAYLOAD.match(path.name):
+            return f"{path.name}: not an epochal checkpoint commit record"
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{path.name} is missing"
+        if size != commit["bytes"]:
+            return f"{path.name} has {size} bytes, expected {commit['bytes']} (truncated?)"
+        digest = xxhash.xxh3_64()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != commit["xxh3_64"]:
+            return f"{path.name} fails its checksum (corrupt)"
+        return None
+
+    def _load(self, path: Path, map_location: Any) -> dict[str, Any]:
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=self.weights_only)
+        except Exception as err:  # the checksum matched, so this is not corruption
+            raise StateError(
+                f"cannot load {path}: {err}. If a component's state holds arbitrary Python "
+                f"objects, use Checkpointer(..., weights_only=False) for a trusted file"
+            ) from err
+        if payload.get("version") != VERSION:
+            raise StateError(
+                f"{path} is checkpoint format version {payload.get('version')}; this epochal "
+                f"reads version {VERSION}"
+            )
+        return payload
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], *, strict: bool = True) -> None:
+    """``load_state_dict`` that accepts keys with or without the ``module.`` prefix (P10).
+
+    A state dict saved from a DDP / DataParallel model loads into a bare model and a bare
+    one into a wrapped model; the model may be wrapped or not.
+    """
+    bare = unwrap_model(model)
+    keys = list(state)
+    if (
+        keys
+        and all(k.startswith(_PREFIX) for k in keys)
+        and not all(k.startswith(_PREFIX) for k in bare.state_dict())
+    ):
+        state = {k[len(_PREFIX) :]: v for k, v in state.items()}
+    bare.load_state_dict(state, strict=strict)
+
+
+def _state_of(name: str, obj: Any) -> Any:
+    if isinstance(obj, nn.Module):
+        return unwrap_model(obj).state_dict()
+    if not hasattr(obj, "state_dict"):
+        raise TypeError(
+            f"component {name!r} ({type(obj).__name__}) has no state_dict(); pass objects "
+            f"with state_dict()/load_state_dict(), or put plain values in config/metrics"
+        )
+    return obj.state_dict()
+
+
+def _config_dict(config: Any) -> dict[str, Any] | None:
+    if config is None or isinstance(config, dict):
+        return config
+    from epochal.train.config import to_dict
+
+    return to_dict(config)
+
+
+def _gather(local: Any) -> list[Any]:
+    if get_world_size() == 1:
+        return [local]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, local)
+    return out
+
+
+def _barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def _atomic_write(path: Path, payload: Any, *, pause_step: int, durable: bool) -> tuple[int, str]:
+    fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer = _HashingWriter(f)
+            torch.save(payload, writer)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        pause_point("write", pause_step)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return writer.size, writer.hash.hexdigest()
+
+
+def _atomic_write_json(path: Path, data: Any, *, durable: bool) -> None:
+    fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

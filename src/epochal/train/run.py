@@ -1,0 +1,199 @@
+"""``epochal train CONFIG``: build a run from a :class:`RunConfig` and train it.
+
+``build`` turns the config into live objects (process group, seeded RNGs, sources,
+Loaders, model, optimizer, schedule, Trainer); ``run`` trains; ``main`` is the command.
+Multi-process: ``torchrun --nproc_per_node N -m epochal train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from epochal._errors import Error
+from epochal.train.config import RunConfig, parse
+from epochal.train.distributed import DistInfo, init_distributed, wrap_model
+from epochal.train.logging import setup_logging
+from epochal.train.models import make_model
+from epochal.train.seeding import seed_everything
+from epochal.train.trainer import Trainer, warmup_schedule
+
+__all__ = ["Job", "augment_image", "build", "main", "open_source", "run"]
+
+log = logging.getLogger("epochal")
+
+_MAX_SHIFT = 2  # pixels of random shift in augment_image
+
+
+@dataclasses.dataclass(kw_only=True)
+class Job:
+    """The live objects of a run, as :func:`build` makes them."""
+
+    config: RunConfig
+    dist: DistInfo
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    val_loader: Any
+    trainer: Trainer
+
+
+def open_source(spec: str) -> Any:
+    """A Source from a config string: ``shapes:SPLIT[:N]``, an ``.npz`` file, or a store."""
+    import epochal
+
+    if spec.startswith("shapes:"):
+        from epochal.train.shapes import SPLITS, make_split
+
+        _, split, *count = spec.split(":")
+        if split not in SPLITS or len(count) > 1 or (count and not count[0].isdigit()):
+            raise Error(
+                f"built-in data must be 'shapes:train[:N]' or 'shapes:val[:N]', got {spec!r}"
+            )
+        return epochal.from_arrays(**make_split(split, int(count[0]) if count else None))
+    if spec.endswith(".npz"):
+        if not Path(spec).is_file():
+            raise Error(f"data file {spec!r} does not exist")
+        with np.load(spec) as arrays:
+            return epochal.from_arrays(**{k: arrays[k] for k in arrays.files})
+    return epochal.open(spec)
+
+
+def augment_image(record: dict[str, Any], rng: np.random.Generator, *, key: str) -> dict[str, Any]:
+    """Random horizontal flip and shift (up to 2 pixels, edge-padded) of a (C, H, W) image."""
+    image = np.asarray(record[key])
+    if image.ndim != 3:
+        raise Error(f"augment needs (C, H, W) images in column {key!r}, got shape {image.shape}")
+    if rng.random() < 0.5:
+        image = image[:, :, ::-1]
+    dy, dx = rng.integers(-_MAX_SHIFT, _MAX_SHIFT + 1, size=2)
+    padded = np.pad(
+        image, ((0, 0), (_MAX_SHIFT, _MAX_SHIFT), (_MAX_SHIFT, _MAX_SHIFT)), mode="edge"
+    )
+    h, w = image.shape[1:]
+    y0, x0 = _MAX_SHIFT + dy, _MAX_SHIFT + dx
+    return {**record, key: np.ascontiguousarray(padded[:, y0 : y0 + h, x0 : x0 + w])}
+
+
+def build(config: RunConfig) -> Job:
+    """Create every object of the run described by ``config`` (seeded, on its device)."""
+    import epochal
+
+    info = init_distributed(device=config.device)
+    seed_everything(config.seed, deterministic=config.deterministic)
+    data = config.data
+    train_source = open_source(data.train)
+    transform = functools.partial(augment_image, key=data.input_key) if data.augment else None
+    pin = info.device.type == "cuda"
+    train_loader = epochal.Loader(
+        train_source,
+        batch_size=data.batch_size,
+        shuffle=data.shuffle,
+        seed=config.seed,
+        transform=transform,
+        num_workers=data.num_workers,
+        with_index=True,
+        pin_memory=pin,
+    )
+    val_loader = None
+    if data.val is not None:
+        val_loader = epochal.Loader(
+            open_source(data.val),
+            batch_size=data.batch_size,
+            shuffle=False,
+            seed=config.seed,
+            num_workers=data.num_workers,
+            with_index=True,
+            pin_memory=pin,
+        )
+    sample = train_source[0]
+    for key in (data.input_key, data.target_key):
+        if key not in sample:
+            raise Error(f"the training records have no column {key!r}; they have {sorted(sample)}")
+    model = make_model(
+        config.model.name,
+        num_classes=config.model.num_classes,
+        dropout=config.model.dropout,
+        input_shape=np.shape(sample[data.input_key]),
+    )
+    model = wrap_model(model, device=info.device, sync_batchnorm=config.sync_batchnorm)
+    optimizer = _optimizer(config, model)
+    trainer = Trainer(
+        model,
+        optimizer,
+        train_loader,
+        run_dir=config.run_dir,
+        config=config.trainer,
+        val_loader=val_loader,
+        input_key=data.input_key,
+        target_key=data.target_key,
+        run_config=config,
+    )
+    trainer.scheduler = warmup_schedule(
+        optimizer,
+        warmup_steps=config.optim.warmup_steps,
+        total_steps=trainer.total_steps(),
+        schedule=config.optim.schedule,
+    )
+    return Job(
+        config=config,
+        dist=info,
+        model=model,
+        optimizer=optimizer,
+        scheduler=trainer.scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        trainer=trainer,
+    )
+
+
+def run(config: RunConfig) -> dict[str, float]:
+    """Build and train the run (resuming from ``config.run_dir``); returns the final metrics."""
+    setup_logging(config.run_dir)
+    job = build(config)
+    try:
+        return job.trainer.fit()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def main(argv: list[str]) -> int:
+    """``epochal train [CONFIG] [--flags]``."""
+    config = parse(
+        RunConfig,
+        argv,
+        prog="epochal train",
+        description=(
+            "Train with epochal's Trainer. CONFIG (optional first argument, .json/.toml/.yaml) "
+            "gives the settings; flags override it. The run resumes from --run-dir if it has "
+            "checkpoints. Multi-process: torchrun --nproc_per_node N -m epochal train CONFIG."
+        ),
+    )
+    metrics = run(config)
+    _print_summary(config, metrics)
+    return 0
+
+
+def _print_summary(config: RunConfig, metrics: dict[str, float]) -> None:
+    if os.environ.get("RANK", "0") != "0":  # the process group is gone by now: ask torchrun's env
+        return
+    parts = [f"{k}={v:.4f}" for k, v in metrics.items() if k != "step"]
+    print(f"trained to step {int(metrics['step'])}: {', '.join(parts)}; run dir: {config.run_dir}")
+
+
+def _optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    opt = config.optim
+    if opt.name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)

@@ -1,0 +1,267 @@
+"""Checkpointer: round trips, pruning, corruption handling, atomicity under SIGKILL (P9, P10)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from epochal import StateError
+from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
+from epochal.train.config import RunConfig, TrainerConfig, from_dict
+
+
+class Counter:
+    """A user component: anything with state_dict/load_state_dict."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"n": self.n}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.n = state["n"]
+
+
+def _trained_parts(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer, object, object]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    for _ in range(3):
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    return model, opt, sched, scaler
+
+
+def _draws() -> tuple[float, float, torch.Tensor]:
+    return random.random(), float(np.random.rand()), torch.rand(3)
+
+
+def test_round_trip_restores_every_component_and_the_rngs(tmp_path: Path) -> None:
+    """P8/P9: model, optimizer, scheduler, scaler, user state and RNG states come back exactly."""
+    model, opt, sched, scaler = _trained_parts()
+    counter = Counter()
+    counter.n = 7
+    ckpt = Checkpointer(tmp_path, keep_last=2)
+    ckpt.save(3, model=model, optimizer=opt, scheduler=sched, scaler=scaler, counter=counter)
+    expected = _draws()
+
+    model2, opt2, sched2, scaler2 = _trained_parts(seed=1)
+    counter2 = Counter()
+    _draws()  # move the RNGs on: restore must put them back
+    meta = ckpt.restore(
+        model=model2, optimizer=opt2, scheduler=sched2, scaler=scaler2, counter=counter2
+    )
+
+    assert meta is not None and meta["step"] == 3
+    got = _draws()
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert str(opt.state_dict()) == str(opt2.state_dict())
+    assert sched2.state_dict() == sched.state_dict()
+    assert scaler2.state_dict() == scaler.state_dict()
+    assert counter2.n == 7
+
+
+def test_restore_without_checkpoints_returns_none(tmp_path: Path) -> None:
+    assert Checkpointer(tmp_path / "nothing").restore(model=nn.Linear(2, 2)) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    metrics=st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=7),
+    keep_last=st.integers(1, 3),
+    mode=st.sampled_from(["min", "max"]),
+)
+def test_pruning_keeps_the_newest_and_the_best(
+    tmp_path_factory: pytest.TempPathFactory, metrics: list[float], keep_last: int, mode: str
+) -> None:
+    """P9: keep_last newest checkpoints plus the best by the metric; nothing else on disk."""
+    directory = tmp_path_factory.mktemp("ckpt")
+    ckpt = Checkpointer(directory, keep_last=keep_last, keep_best=("val", mode))
+    counter = Counter()
+    for step, value in enumerate(metrics, start=1):
+        ckpt.save(step, metrics={"val": value}, counter=counter)
+    steps = list(range(1, len(metrics) + 1))
+    pick = min if mode == "min" else max
+    best_value = pick(metrics)
+    best = max(s for s, v in zip(steps, metrics, strict=True) if v == best_value)
+    expected = sorted(set(steps[-keep_last:]) | {best})
+    assert ckpt.steps() == expected
+    assert ckpt.best_step == best
+    assert len(list(directory.glob("*.pt"))) == len(expected)
+    assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]
+
+
+def _three_checkpoints(tmp_path: Path) -> tuple[Checkpointer, nn.Module]:
+    model = nn.Linear(3, 3)
+    ckpt = Checkpointer(tmp_path, keep_last=None)
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        ckpt.save(step, model=model)
+    return ckpt, model
+
+
+def _payload(directory: Path, step: int) -> Path:
+    (path,) = directory.glob(f"step_{step:012d}-*.pt")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "commit"])
+def test_restore_skips_a_damaged_newest_checkpoint_with_a_warning(
+    tmp_path: Path, damage: str
+) -> None:
+    """P9: a corrupt or incomplete checkpoint is never loaded; the previous good one is."""
+    ckpt, model = _three_checkpoints(tmp_path)
+    path = _payload(tmp_path, 3)
+    if damage == "flip":  # one flipped byte in the tensor data: torch.load alone would not notice
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "delete":
+        path.unlink()
+    else:
+        (tmp_path / "step_000000000003.json").write_text("{not json")
+    with pytest.warns(CheckpointWarning, match="step 3"):
+        meta = ckpt.restore(model=model)
+    assert meta is not None and meta["step"] == 2
+    assert torch.all(model.weight == 2)
+
+
+def test_restore_a_given_step_and_refuse_a_missing_or_damaged_one(tmp_path: Path) -> None:
+    ckpt, model = _three_checkpoints(tmp_path)
+    assert ckpt.restore(step=1, model=model)["step"] == 1
+    assert torch.all(model.weight == 1)
+    with pytest.raises(StateError, match="no checkpoint of step 9"):
+        ckpt.restore(step=9, model=model)
+    path = _payload(tmp_path, 2)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(StateError, match="step 2 is unusable"):
+        ckpt.restore(step=2, model=model)
+
+
+def test_an_orphan_payload_without_commit_record_is_ignored_and_pruned(tmp_path: Path) -> None:
+    """A kill between the payload's rename and the commit record's leaves an orphan: not a checkpoint."""
+    ckpt, model = _three_checkpoints(tmp_path)
+    (tmp_path / "step_000000000003.json").unlink()
+    assert ckpt.restore(model=model)["step"] == 2
+    ckpt.save(4, model=model)
+    assert not list(tmp_path.glob("step_000000000003*"))
+
+
+def test_missing_component_and_component_without_state(tmp_path: Path) -> None:
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, model=nn.Linear(2, 2))
+    with pytest.raises(StateError, match=r"no component\(s\) \['optimizer'\]"):
+        ckpt.restore(model=nn.Linear(2, 2), optimizer=Counter())
+    with pytest.raises(TypeError, match="has no state_dict"):
+        ckpt.save(2, model=nn.Linear(2, 2), epoch=3)
+
+
+def test_module_prefix_round_trip(tmp_path: Path) -> None:
+    """P10: DataParallel/DDP-saved weights load into a bare model and bare ones into a wrapped model."""
+    torch.manual_seed(0)
+    bare = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    wrapped_state = nn.DataParallel(bare).state_dict()
+    assert all(k.startswith("module.") for k in wrapped_state)
+
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, model=nn.DataParallel(bare))
+    target = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    ckpt.restore(model=target)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(bare.state_dict().values(), target.state_dict().values(), strict=True)
+    )
+
+    ckpt.save(2, model=bare)
+    target_wrapped = nn.DataParallel(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)))
+    ckpt.restore(model=target_wrapped)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            bare.state_dict().values(), target_wrapped.module.state_dict().values(), strict=True
+        )
+    )
+
+    # a raw state dict with the prefix (saved by hand from DDP) into a bare model, and the reverse
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    load_model_state(plain, wrapped_state)
+    assert torch.equal(plain[0].weight, bare[0].weight)
+    other = nn.DataParallel(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)))
+    load_model_state(other, bare.state_dict())
+    assert torch.equal(other.module[1].bias, bare[1].bias)
+
+
+def test_config_round_trip_through_the_checkpoint(tmp_path: Path) -> None:
+    """P12: the run's config is stored as plain data and rebuilds the same dataclass."""
+    config = RunConfig(seed=7, trainer=TrainerConfig(max_steps=12, keep_best="val_loss:min"))
+    ckpt = Checkpointer(tmp_path, config=config)
+    ckpt.save(1, counter=Counter())
+    meta = Checkpointer(tmp_path).restore(counter=Counter())
+    assert from_dict(RunConfig, meta["config"]) == config
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from torch import nn
+    from epochal.train.checkpoint import Checkpointer
+    model = nn.Linear(64, 64)
+    ckpt = Checkpointer(sys.argv[1], keep_last=1)
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        ckpt.save(step, model=model)
+    """
+)
+
+
+def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
+    """P9: SIGKILL while step 3's file is written (keep_last=1): step 2 is still there and loads."""
+    marker = tmp_path / "paused"
+    env = {**os.environ, "EPOCHAL_PAUSE_AT": f"write:3:{marker}"}
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "ckpt")], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "the writer exited before reaching the pause point"
+            assert time.monotonic() < deadline, "the writer never reached the pause point"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    directory = tmp_path / "ckpt"
+    assert [p.name for p in directory.iterdir() if p.name.startswith(".tmp-")], (
+        "no half-written file?"
+    )
+    model = nn.Linear(64, 64)
+    ckpt = Checkpointer(directory, keep_last=1)
+    meta = ckpt.restore(model=model)
+    assert meta is not None and meta["step"] == 2
+    assert torch.all(model.weight == 2)
+    ckpt.save(3, model=model)  # the next save clears the debris
+    assert ckpt.steps() == [3]
+    assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]

@@ -1,0 +1,99 @@
+"""Typed run configuration: files, command-line overrides, pickling (P12)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from epochal import Error
+from epochal.train.config import (
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+    TrainerConfig,
+    from_dict,
+    load_file,
+    parse,
+    save_config,
+    to_dict,
+)
+
+configs = st.builds(
+    RunConfig,
+    run_dir=st.text(min_size=1, max_size=20),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.builds(
+        DataConfig,
+        batch_size=st.integers(1, 512),
+        augment=st.booleans(),
+        val=st.none() | st.just("x.npz"),
+    ),
+    optim=st.builds(OptimConfig, lr=st.floats(1e-6, 1.0), name=st.sampled_from(["adamw", "sgd"])),
+    trainer=st.builds(
+        TrainerConfig,
+        max_steps=st.none() | st.integers(1, 10**6),
+        grad_clip=st.none() | st.floats(0.1, 10),
+    ),
+)
+
+
+@given(configs)
+def test_config_round_trips_through_pickle_json_and_dict(config: RunConfig) -> None:
+    """P12: a config is plain data: it pickles (DDP, spawn) and survives JSON."""
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert from_dict(RunConfig, json.loads(json.dumps(to_dict(config)))) == config
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("run.yaml", "seed: 3\noptim:\n  lr: 1\ntrainer:\n  max_steps: 20\n"),
+        ("run.json", '{"seed": 3, "optim": {"lr": 1}, "trainer": {"max_steps": 20}}'),
+        ("run.toml", "seed = 3\n[optim]\nlr = 1\n[trainer]\nmax_steps = 20\n"),
+    ],
+)
+def test_config_file_then_command_line_overrides(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    config = parse(
+        RunConfig, [str(path), "--optim.name", "sgd", "--trainer.max-steps", "30"], prog="t"
+    )
+    assert config.seed == 3
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.optim.name == "sgd"
+    assert config.trainer.max_steps == 30  # the flag wins over the file
+    assert config.data == DataConfig()  # untouched sections keep their defaults
+    assert parse(RunConfig, ["--config", str(path)], prog="t").trainer.max_steps == 20
+
+
+def test_saved_config_json_reads_back_as_a_config_file(tmp_path: Path) -> None:
+    config = RunConfig(seed=11, trainer=TrainerConfig(epochs=2, keep_best="val_accuracy:max"))
+    save_config(config, tmp_path / "config.json")
+    assert parse(RunConfig, [str(tmp_path / "config.json")], prog="t") == config
+
+
+def test_bad_configs_say_what_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"optim": {"learning_rate": 1}}')
+    with pytest.raises(
+        Error, match=r"unknown OptimConfig key\(s\) \['learning_rate'\]; valid keys"
+    ):
+        parse(RunConfig, [str(tmp_path / "bad.json")], prog="t")
+    with pytest.raises(Error, match="does not exist"):
+        load_file(tmp_path / "missing.yaml")
+    (tmp_path / "x.ini").write_text("")
+    with pytest.raises(Error, match=r"use \.json, \.toml, \.yaml"):
+        load_file(tmp_path / "x.ini")
+    with pytest.raises(Error, match="keep_best must look like"):
+        TrainerConfig(keep_best="val_loss")
+
+
+def test_help_shows_field_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse(RunConfig, ["--help"], prog="epochal train")
+    assert exit_info.value.code == 0
+    assert "Records per batch PER RANK" in capsys.readouterr().out
