@@ -97,3 +97,28 @@ def test_help_shows_field_docstrings(capsys: pytest.CaptureFixture[str]) -> None
         parse(RunConfig, ["--help"], prog="epochal train")
     assert exit_info.value.code == 0
     assert "Records per batch PER RANK" in capsys.readouterr().out
+
+
+def test_config_with_paths_is_plain_data_and_survives_a_checkpoint(tmp_path: Path) -> None:
+    """P12: a Path field must not make the checkpoint unloadable (weights_only torch.load)."""
+    import dataclasses
+
+    import torch
+
+    import epochal
+    from epochal.train.config import from_dict, to_dict
+
+    @dataclasses.dataclass(kw_only=True)
+    class WithPath:
+        run_dir: Path = Path("runs/x")
+        maybe: Path | None = None
+
+    cfg = WithPath(maybe=Path("a/b"))
+    plain = to_dict(cfg)
+    assert plain == {"run_dir": "runs/x", "maybe": "a/b"}
+    assert from_dict(WithPath, plain) == cfg
+    ckpt = epochal.Checkpointer(tmp_path, config=cfg)
+    model = torch.nn.Linear(2, 2)
+    ckpt.save(1, model=model)
+    meta = epochal.Checkpointer(tmp_path).restore(model=model)
+    assert meta is not None and meta["config"] == plain

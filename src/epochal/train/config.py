@@ -160,10 +160,23 @@ class RunConfig:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The configuration as a plain, JSON-serialisable dict (nested dataclasses -> dicts)."""
+    """The configuration as a plain, JSON-serialisable dict (nested dataclasses -> dicts).
+
+    Paths become strings and tuples lists, so the dict loads anywhere (a checkpoint is
+    read with ``torch.load(weights_only=True)``, which refuses ``pathlib`` objects).
+    """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"expected a dataclass instance, got {type(config).__name__}")
-    return dataclasses.asdict(config)
+    return json.loads(json.dumps(dataclasses.asdict(config), default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise Error(
+        f"config value {value!r} of type {type(value).__name__} is not plain data; use "
+        f"numbers, strings, booleans, paths, lists or nested dataclasses (P12)"
+    )
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -185,6 +198,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = from_dict(hint, value)  # type: ignore[arg-type]
         elif hint is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif hint in (Path, Path | None) and isinstance(value, str):
+            value = Path(value)
         kwargs[name] = value
     return cls(**kwargs)
 
