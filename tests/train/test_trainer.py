@@ -31,8 +31,11 @@ def test_sigkill_at_several_steps_and_during_a_write_resumes_bitwise(
     ends with exactly the weights, optimizer state and data order of an uninterrupted run.
 
     The job shuffles, augments each record at random, uses dropout, two loader workers and a
-    warm-up + cosine LR schedule, and keeps only the last checkpoint (keep_last=1).
+    warm-up + cosine LR schedule, and keeps only the last checkpoint (keep_last=1). It saves
+    asynchronously (the Trainer's default), so the write kill lands in the background thread
+    while the loop trains on.
     """
+    assert default_job().trainer.async_save
     config = VerifyConfig(workdir=str(tmp_path), kills=3, write_kills=1, seed=1)
     plan = _kill_plan(config, default_job(), 24)
     assert [kind for kind, _ in plan].count("write") == 1
