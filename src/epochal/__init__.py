@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
+    "CheckpointSaveError": "epochal.train.checkpoint",
     "CheckpointWarning": "epochal.train.checkpoint",
     "Checkpointer": "epochal.train.checkpoint",
     "CorruptStoreError": "epochal.store",
@@ -56,6 +57,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "CheckpointSaveError",
     "CheckpointWarning",
     "Checkpointer",
     "CorruptStoreError",
@@ -108,7 +110,12 @@ if TYPE_CHECKING:
     from epochal.sampling import Sampler, WeightedSampler, balanced
     from epochal.sources import Source, concat, from_arrays, from_dataset, split, subset
     from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
-    from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
+    from epochal.train.checkpoint import (
+        Checkpointer,
+        CheckpointSaveError,
+        CheckpointWarning,
+        load_model_state,
+    )
     from epochal.train.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig
     from epochal.train.distributed import MeanMetrics, init_distributed, wrap_model
     from epochal.train.seeding import seed_everything

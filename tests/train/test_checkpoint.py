@@ -85,6 +85,7 @@ def test_restore_without_checkpoints_returns_none(tmp_path: Path) -> None:
     assert Checkpointer(tmp_path / "nothing").restore(model=nn.Linear(2, 2)) is None
 
 
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
 @settings(max_examples=25, deadline=None)
 @given(
     metrics=st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=7),
@@ -92,13 +93,24 @@ def test_restore_without_checkpoints_returns_none(tmp_path: Path) -> None:
     mode=st.sampled_from(["min", "max"]),
 )
 def test_pruning_keeps_the_newest_and_the_best(
-    tmp_path_factory: pytest.TempPathFactory, metrics: list[float], keep_last: int, mode: str
+    tmp_path_factory: pytest.TempPathFactory,
+    async_save: bool,
+    metrics: list[float],
+    keep_last: int,
+    mode: str,
 ) -> None:
-    """P9: keep_last newest checkpoints plus the best by the metric; nothing else on disk."""
+    """P9: keep_last newest checkpoints plus the best by the metric; nothing else on disk.
+
+    With async_save, each save's pruning runs in the background and the next save waits for
+    it; steps() waits for the last one.
+    """
     directory = tmp_path_factory.mktemp("ckpt")
-    ckpt = Checkpointer(directory, keep_last=keep_last, keep_best=("val", mode))
+    ckpt = Checkpointer(
+        directory, keep_last=keep_last, keep_best=("val", mode), async_save=async_save
+    )
     counter = Counter()
     for step, value in enumerate(metrics, start=1):
+        counter.n = step
         ckpt.save(step, metrics={"val": value}, counter=counter)
     steps = list(range(1, len(metrics) + 1))
     pick = min if mode == "min" else max
@@ -109,6 +121,8 @@ def test_pruning_keeps_the_newest_and_the_best(
     assert ckpt.best_step == best
     assert len(list(directory.glob("*.pt"))) == len(expected)
     assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]
+    for step in expected:  # each kept checkpoint holds its own step's state
+        assert ckpt.read(step=step)["components"]["counter"] == {"n": step}
 
 
 def _three_checkpoints(tmp_path: Path) -> tuple[Checkpointer, nn.Module]:
@@ -229,20 +243,35 @@ _WRITER = textwrap.dedent(
     from torch import nn
     from epochal.train.checkpoint import Checkpointer
     model = nn.Linear(64, 64)
-    ckpt = Checkpointer(sys.argv[1], keep_last=1)
+    ckpt = Checkpointer(sys.argv[1], keep_last=1, async_save=sys.argv[2] == "async")
     for step in (1, 2, 3):
         with torch.no_grad():
             model.weight.fill_(step)
         ckpt.save(step, model=model)
+        with torch.no_grad():  # an async save must have taken its own copy already
+            model.weight.fill_(-1)
     """
 )
 
 
-def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
-    """P9: SIGKILL while step 3's file is written (keep_last=1): step 2 is still there and loads."""
+@pytest.mark.parametrize(
+    ("mode", "pause"),
+    [("sync", "write"), ("async", "write"), ("async", "queued")],
+    ids=["sync-write", "async-write", "async-queued"],
+)
+def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(
+    tmp_path: Path, mode: str, pause: str
+) -> None:
+    """P9: SIGKILL while step 3 is saved (keep_last=1): step 2 is still there and loads.
+
+    ``write`` pauses after step 3's temporary file is written and fsynced, before it replaces
+    anything; with ``async_save`` that is in the background thread while the script runs on
+    (here: to its end, where the interpreter waits for the write). ``queued`` pauses an
+    async save after ``save()`` returned, before anything is written.
+    """
     marker = tmp_path / "paused"
-    env = {**os.environ, "EPOCHAL_PAUSE_AT": f"write:3:{marker}"}
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "ckpt")], env=env)
+    env = {**os.environ, "EPOCHAL_PAUSE_AT": f"{pause}:3:{marker}"}
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "ckpt"), mode], env=env)
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -254,9 +283,8 @@ def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     directory = tmp_path / "ckpt"
-    assert [p.name for p in directory.iterdir() if p.name.startswith(".tmp-")], (
-        "no half-written file?"
-    )
+    debris = [p.name for p in directory.iterdir() if p.name.startswith(".tmp-")]
+    assert bool(debris) == (pause == "write"), debris
     model = nn.Linear(64, 64)
     ckpt = Checkpointer(directory, keep_last=1)
     meta = ckpt.restore(model=model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from pathlib import Path
@@ -31,8 +32,11 @@ def test_sigkill_at_several_steps_and_during_a_write_resumes_bitwise(
     ends with exactly the weights, optimizer state and data order of an uninterrupted run.
 
     The job shuffles, augments each record at random, uses dropout, two loader workers and a
-    warm-up + cosine LR schedule, and keeps only the last checkpoint (keep_last=1).
+    warm-up + cosine LR schedule, and keeps only the last checkpoint (keep_last=1). It saves
+    asynchronously (the Trainer's default), so the write kill lands in the background thread
+    while the loop trains on.
     """
+    assert default_job().trainer.async_save
     config = VerifyConfig(workdir=str(tmp_path), kills=3, write_kills=1, seed=1)
     plan = _kill_plan(config, default_job(), 24)
     assert [kind for kind, _ in plan].count("write") == 1
@@ -159,3 +163,24 @@ def test_amp_on_cpu_trains_in_bfloat16_and_keeps_float32_weights(tmp_path: Path)
     assert any(
         not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
     )
+
+
+def test_async_and_sync_checkpointing_write_the_same_checkpoints(tmp_path: Path) -> None:
+    """The Trainer's background saves hold exactly what synchronous saves would have held."""
+    payloads = {}
+    for async_save in (False, True):
+        trainer = _trainer(tmp_path / str(async_save), batch_size=8, grad_accum=1, epochs=2)
+        trainer.config = dataclasses.replace(
+            trainer.config, checkpoint_every=3, keep_last=None, async_save=async_save
+        )
+        trainer.checkpointer = Checkpointer(
+            tmp_path / str(async_save) / "checkpoints", keep_last=None, async_save=async_save
+        )
+        trainer.fit()
+        assert trainer.checkpointer._pending is None  # fit() returned with the last one durable
+        steps = trainer.checkpointer.steps()
+        payloads[async_save] = [trainer.checkpointer.read(step=s) for s in steps]
+    assert [p["step"] for p in payloads[True]] == [3, 6, 9, 12, 15, 16]
+    for sync, background in zip(payloads[False], payloads[True], strict=True):
+        rows = compare_payloads(sync, background)
+        assert {result for _, result in rows} == {"identical"}, rows

@@ -6,7 +6,12 @@ from here are loaded lazily).
 
 from __future__ import annotations
 
-from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
+from epochal.train.checkpoint import (
+    Checkpointer,
+    CheckpointSaveError,
+    CheckpointWarning,
+    load_model_state,
+)
 from epochal.train.config import (
     DataConfig,
     ModelConfig,
@@ -30,6 +35,7 @@ from epochal.train.seeding import rng_states, seed_everything, set_rng_states
 from epochal.train.trainer import Trainer, warmup_schedule
 
 __all__ = [
+    "CheckpointSaveError",
     "CheckpointWarning",
     "Checkpointer",
     "DataConfig",

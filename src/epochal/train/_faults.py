@@ -6,7 +6,9 @@ the file ``MARKER`` and sleeps, so the test can SIGKILL it at exactly that point
 
 - ``step``: right after optimizer step STEP, before any checkpoint of that step;
 - ``write``: while saving the checkpoint of step STEP, after its temporary file has been
-  written and fsynced but before it replaces anything.
+  written and fsynced but before it replaces anything;
+- ``queued``: in the background thread of an asynchronous save of step STEP, after
+  ``save()`` has taken its snapshot (and may have returned) but before anything is written.
 
 Unset (the normal case), the pause points cost one dictionary lookup at import.
 """

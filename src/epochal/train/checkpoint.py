@@ -12,10 +12,14 @@ with ``os.replace`` (and the directory fsynced); the ``.json`` goes last, so a c
 exists exactly when its commit record does and the file it names has that size and
 checksum. Old checkpoints are pruned only after the new one is committed, so a kill at any
 instant (even with ``keep_last=1``) leaves the previous good checkpoint loadable.
+
+With ``async_save=True``, ``save`` only takes a snapshot of the state in CPU memory and
+returns; one background thread then writes it by the same protocol (see ``Checkpointer``).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -31,12 +35,13 @@ import torch.distributed as dist
 import xxhash
 from torch import nn
 
-from epochal._errors import StateError
+from epochal._errors import Error, StateError
+from epochal.train._async_save import PendingSave, snapshot
 from epochal.train._faults import pause_point
 from epochal.train.distributed import get_rank, get_world_size, unwrap_model
 from epochal.train.seeding import rng_states, set_rng_states
 
-__all__ = ["CheckpointWarning", "Checkpointer", "load_model_state"]
+__all__ = ["CheckpointSaveError", "CheckpointWarning", "Checkpointer", "load_model_state"]
 
 FORMAT = "epochal.checkpoint"
 VERSION = 1
@@ -49,6 +54,19 @@ _PREFIX = "module."  # what DataParallel / DistributedDataParallel put before ev
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped (incomplete or corrupt) or restored only in part."""
+
+
+class CheckpointSaveError(Error):
+    """A background (``async_save=True``) write of a checkpoint failed.
+
+    Raised by the next ``save``, ``wait``, ``close`` (or anything else that waits for the
+    write); ``path`` is the checkpoint file that was not written, ``__cause__`` the error.
+    The previous checkpoints are untouched.
+    """
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class _HashingWriter:
@@ -85,6 +103,9 @@ class Checkpointer:
             kernel crash, not only a killed process. False skips the fsyncs (a save is still
             atomic against any kill of the process, since ``os.replace`` is); use it where
             fsync is very slow and the machine itself is trusted.
+        async_save: Write in a background thread: :meth:`save` blocks only while it copies
+            the state into CPU memory (see "Asynchronous saving" below). Default False:
+            ``save`` returns once the checkpoint is committed and durable.
 
     Components are keyword arguments of :meth:`save` and :meth:`restore`: anything with
     ``state_dict()`` and ``load_state_dict()`` (model, optimizer, LR scheduler, GradScaler,
@@ -94,9 +115,31 @@ class Checkpointer:
     every rank and restored last, after all components. Under torch.distributed every rank
     calls ``save`` (it gathers the ranks' RNG states), rank 0 writes; every rank restores.
 
-    Payload state (version 1): ``format``, ``version``, ``step``, ``time``, ``metrics``,
-    ``config``, ``world_size``, ``components`` (name -> state dict) and ``rng`` (one
-    :func:`~epochal.train.seeding.rng_states` dict per rank).
+    State contract (payload version 1): ``format``, ``version``, ``step``, ``time``,
+    ``metrics``, ``config``, ``world_size``, ``components`` (name -> state dict) and ``rng``
+    (one :func:`~epochal.train.seeding.rng_states` dict per rank). A new key or a changed
+    meaning raises the version; :meth:`restore` refuses another version, a checkpoint
+    without a component it is asked for, and any file whose size or checksum differs
+    from its commit record. A successful restore puts every component and every RNG back
+    exactly as they were when ``save`` was called.
+
+    Asynchronous saving (``async_save=True``): ``save`` captures, at the instant it is
+    called, every component's ``state_dict()`` deep-copied into CPU memory (tensors cloned,
+    storage sharing kept), the RNG states, the step, metrics and the time, and returns at
+    once; training may then mutate the model and optimizer freely. One background thread
+    serialises that snapshot and writes it by the same protocol (temporary file, fsync,
+    ``os.replace``, commit record, directory fsync, pruning), so the file holds exactly
+    what a synchronous ``save`` at that instant would have written (CUDA tensors come back
+    on the CPU, as ``restore`` loads them by default). At most one save is in flight: the
+    next :meth:`save`, :meth:`restore`, :meth:`read`, :meth:`steps`, :attr:`best_step`,
+    :meth:`wait` and :meth:`close` first wait for it, and if the background write failed
+    they raise :class:`CheckpointSaveError` naming the file (the previous checkpoints are
+    untouched). Use the Checkpointer as a context manager, or call :meth:`close` at the end,
+    to be sure the last checkpoint is durable; an atexit hook also waits for it and reports
+    a failure on stderr. A kill during a background write leaves the previous checkpoint
+    loadable, as with a synchronous save. The snapshot costs one extra copy of the state in
+    CPU memory while a save is in flight. Under torch.distributed the ranks do not meet in
+    a barrier after an asynchronous save; rank 0 alone waits for its write.
     """
 
     def __init__(
@@ -108,6 +151,7 @@ class Checkpointer:
         config: Any = None,
         weights_only: bool = True,
         durable: bool = True,
+        async_save: bool = False,
     ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
@@ -121,6 +165,8 @@ class Checkpointer:
         self.config = _config_dict(config)
         self.weights_only = weights_only
         self.durable = durable
+        self.async_save = async_save
+        self._pending: PendingSave | None = None
 
     # -- saving -------------------------------------------------------------------------
 
@@ -135,14 +181,20 @@ class Checkpointer:
             **components: Objects with ``state_dict()``, saved under their keyword.
 
         Returns:
-            The path of the ``.pt`` file on rank 0; None on the other ranks.
+            The path of the ``.pt`` file on rank 0 (with ``async_save``, the path it will have
+            once the background write is done); None on the other ranks.
+
+        Raises:
+            CheckpointSaveError: The previous asynchronous save failed (nothing new is saved).
         """
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        self.wait()
         states = {name: _state_of(name, obj) for name, obj in components.items()}
         rng = _gather(rng_states())
         if get_rank() != 0:
-            _barrier()
+            if not self.async_save:
+                _barrier()
             return None
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         payload = {
@@ -158,6 +210,63 @@ class Checkpointer:
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"step_{step:012d}-{os.urandom(4).hex()}.pt"
+        if not self.async_save:
+            self._write(step, name, payload)
+            _barrier()
+            return self.directory / name
+        frozen = snapshot(payload)  # from here on, training may mutate the originals
+
+        def write() -> None:
+            pause_point("queued", step)
+            self._write(step, name, frozen)
+
+        self._pending = PendingSave(step, self.directory / name, write)
+        atexit.register(self._wait_at_exit)
+        return self.directory / name
+
+    def wait(self) -> None:
+        """Block until the asynchronous save in flight (if any) is committed and durable.
+
+        Raises:
+            CheckpointSaveError: That save failed; raised once, the next call returns.
+        """
+        pending = self._pending
+        if pending is None:
+            return
+        pending.thread.join()
+        self._pending = None
+        atexit.unregister(self._wait_at_exit)
+        if pending.error is not None:
+            err = pending.error
+            raise CheckpointSaveError(
+                f"asynchronous save of step {pending.step} to {pending.path} failed: "
+                f"{type(err).__name__}: {err}; the previous checkpoints are untouched",
+                pending.path,
+            ) from err
+
+    def close(self) -> None:
+        """Wait for the save in flight (:meth:`wait`). The Checkpointer stays usable."""
+        self.wait()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # the block's own exception wins; a failed background save is reported too
+            self.close()
+        except CheckpointSaveError as err:
+            warnings.warn(str(err), CheckpointWarning, stacklevel=2)
+
+    def _wait_at_exit(self) -> None:
+        # an uncaught error from here is printed by the interpreter, with its cause
+        self.wait()
+
+    def _write(self, step: int, name: str, payload: dict[str, Any]) -> None:
+        """Write, commit and make durable the checkpoint ``name``, then prune."""
+        metrics = payload["metrics"]
         size, digest = _atomic_write(
             self.directory / name, payload, pause_step=step, durable=self.durable
         )
@@ -175,8 +284,6 @@ class Checkpointer:
         if self.durable:
             _fsync_dir(self.directory)  # both renames are durable before anything is pruned
         self._prune()
-        _barrier()
-        return self.directory / name
 
     def _prune(self) -> None:
         commits = self._commits()
@@ -229,11 +336,13 @@ class Checkpointer:
 
     def steps(self) -> list[int]:
         """Steps that have a commit record, oldest first (restore() still verifies each)."""
+        self.wait()
         return [step for step, _ in self._commits()]
 
     @property
     def best_step(self) -> int | None:
         """The step of the best checkpoint by ``keep_best`` (None without keep_best or metric)."""
+        self.wait()
         return None if self.keep_best is None else self._best(self._commits())
 
     # -- restoring ----------------------------------------------------------------------
@@ -258,6 +367,7 @@ class Checkpointer:
             None when there is no checkpoint, else a dict with ``step``, ``metrics``,
             ``config``, ``world_size``, ``time`` and ``path``.
         """
+        self.wait()
         payload, path = self._pick(step, map_location)
         if payload is None:
             return None
@@ -293,6 +403,7 @@ class Checkpointer:
         Nothing is loaded into any object: ``payload["components"][name]`` is each saved
         state dict, ``payload["rng"]`` the RNG states of every rank. None if there is none.
         """
+        self.wait()
         chosen = self._choose(step)
         return None if chosen is None else self._load(self.directory / chosen, map_location)
 

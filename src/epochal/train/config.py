@@ -118,6 +118,8 @@ class TrainerConfig:
     """Newest checkpoints to keep."""
     keep_best: str | None = None
     """Also keep the best checkpoint by a metric, e.g. 'val_accuracy:max' or 'val_loss:min'."""
+    async_save: bool = True
+    """Write checkpoints in a background thread: the loop pauses only to copy the state into CPU memory (one extra copy of it while a write is in flight); the final checkpoint is durable before the run returns. False writes synchronously."""
     log_every: int = 10
     """Log scalars every N steps."""
     progress: bool = True

@@ -6,7 +6,9 @@ detached losses are kept, batches are moved to the device by assignment, and log
 TensorBoard and checkpoints happen on rank 0 only. Everything that decides the future of
 the run (model, optimizer, scheduler, GradScaler, the Loader's position, every RNG state,
 the step) is in each checkpoint, so a run killed at any instant and restarted on the same
-``run_dir`` continues exactly as if it had never stopped.
+``run_dir`` continues exactly as if it had never stopped. Checkpoints are written by a
+background thread by default (``TrainerConfig.async_save``): the loop pauses only while
+the state is copied into CPU memory, and ``fit`` returns once the last one is durable.
 
 Users with their own loop use :class:`~epochal.train.checkpoint.Checkpointer` and
 ``epochal.Loader`` directly; this class is a convenience, not a framework.
@@ -144,6 +146,7 @@ class Trainer:
             keep_last=self.config.keep_last,
             keep_best=keep_best,
             config=self.run_config,
+            async_save=self.config.async_save,
         )
 
     # -- public -------------------------------------------------------------------------
@@ -187,7 +190,9 @@ class Trainer:
         order = _OrderLog(self.run_dir, self.step) if self.config.record_order else None
         logger = RunLogger(self.run_dir, resume_step=self.step)
         try:
-            metrics = self._train(total, logger, order)
+            # on an exception, the save in flight still lands (and a failure of it is warned)
+            with self.checkpointer:
+                metrics = self._train(total, logger, order)
             logger.hparams(_as_dict(self.run_config), metrics)
         finally:
             logger.close()
@@ -303,6 +308,7 @@ class Trainer:
             )
         if saved_step != self.step:
             self.checkpointer.save(self.step, metrics=_val(last), **self.components())
+        self.checkpointer.wait()  # durable before any rank returns
         barrier()
         summary = {"step": float(self.step), **last}
         log.info(
