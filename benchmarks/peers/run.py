@@ -1,0 +1,189 @@
+"""Side-by-side benchmark of epochal against the peer libraries, in one command.
+
+    python benchmarks/peers/run.py --records 200000
+
+creates (when missing) a virtual environment for the peers in benchmarks/peers/.venv:
+torch==2.13.0 (the CPU build) first, then epochal (``pip install -e``), then the pinned
+peers (requirements.txt; requirements-nodeps.txt with --no-deps), and re-runs itself
+there. It writes both datasets once, converts them into each system's format, runs every
+measurement for each system in its own subprocess (time-bounded), and writes
+docs/benchmarks/peers.md, results.json and PNG plots. ``--python`` runs in another
+environment instead (the test uses the current one, with whichever peers it has).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from _data import KINDS, make_raw  # noqa: E402
+from _systems import SYSTEMS, available, versions  # noqa: E402
+
+__all__ = ["Config", "main", "run"]
+
+VENV = HERE / ".venv"
+
+
+@dataclasses.dataclass(kw_only=True)
+class Config:
+    """Options of the peers benchmark."""
+
+    records: int = 200_000
+    """Records in each dataset (the issue's figure is 200,000)."""
+    systems: tuple[str, ...] = ()
+    """Only these systems (default: all; the numpy baseline always runs)."""
+    kinds: tuple[str, ...] = KINDS
+    """Datasets: fixed (3,072 B + label) and/or varlen (1-8 KiB)."""
+    repeats: int = 3
+    """Timed repeats per measurement (the report shows the median and min-max)."""
+    epoch_seconds: float = 20.0
+    """Time limit of one timed epoch: a slower system is timed over the part it reads."""
+    resume_seconds: float = 300.0
+    """Time limit of a resume measurement (it reads one whole epoch first)."""
+    workers: tuple[int, ...] = (0, 2)
+    """DataLoader worker counts to time."""
+    workdir: Path = Path.home() / ".cache" / "epochal-peers"
+    """Where the datasets and every system's copy are written (kept between runs)."""
+    out: Path = REPO / "docs" / "benchmarks"
+    """Where the report, results.json and plots go."""
+    python: str = ""
+    """Run in this interpreter as it is (default: create/use benchmarks/peers/.venv)."""
+    skip: tuple[str, ...] = ()
+    """Measurements to skip (build, epoch, resume, ranks)."""
+
+
+def _pip(python: Path, *args: str) -> None:
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *args], check=True)
+
+
+def ensure_venv() -> Path:
+    """The peers' interpreter, creating the environment when it is missing."""
+    python = VENV / "bin" / "python"
+    marker = VENV / ".complete"
+    reqs = (HERE / "requirements.txt").read_text() + (HERE / "requirements-nodeps.txt").read_text()
+    if marker.exists() and marker.read_text() == reqs:
+        return python
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    _pip(python, "torch==2.13.0")  # first: the CPU build from local disk
+    _pip(python, "-e", str(REPO))
+    _pip(python, "-r", str(HERE / "requirements.txt"))
+    _pip(python, "--no-deps", "-r", str(HERE / "requirements-nodeps.txt"))
+    marker.write_text(reqs)
+    return python
+
+
+def _measure(python: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    out = Path(spec["data"]).parent / f".result-{os.getpid()}.json"
+    out.unlink(missing_ok=True)
+    cmd = [python, str(HERE / "_measure.py"), json.dumps(spec), str(out)]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(HERE)])}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0 or not out.exists():
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(out.read_text())
+
+
+def _machine() -> dict[str, Any]:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": os.cpu_count(), "ram_gib": round(mem / 2**30, 1), "cpu": cpu,
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}  # fmt: skip
+
+
+def run(cfg: Config, python: str) -> dict[str, Any]:
+    """Every measurement for every selected system; returns the results document."""
+    chosen = [s for s in SYSTEMS if not cfg.systems or s.name in cfg.systems or s.name == "numpy"]
+    results: dict[str, Any] = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+                               "machine": _machine(), "systems": {}}  # fmt: skip
+    for kind in cfg.kinds:
+        raw_root = cfg.workdir / f"{kind}-{cfg.records}" / "raw"
+        make_raw(raw_root, kind, cfg.records)
+        for system in chosen:
+            entry = results["systems"].setdefault(system.name, {
+                "title": system.title, "versions": versions(system), "settings": system.settings,
+                "resume": system.resume, "elastic": list(system.elastic)})  # fmt: skip
+            ok, why = available(system)
+            if not ok:
+                entry["unavailable"] = why
+                continue
+            data = raw_root.parent / system.store_name
+            base = {"system": system.name, "kind": kind, "data": str(data), "raw": str(raw_root),
+                    "seed": 0, "config": "default", "workers": 0, "repeats": cfg.repeats,
+                    "time_limit": cfg.epoch_seconds}  # fmt: skip
+            res: dict[str, Any] = entry.setdefault(kind, {})
+            t0 = time.perf_counter()
+            if "build" not in cfg.skip:
+                if system.store:  # reads another system's copy
+                    res["build"] = {"shared_with": system.store}
+                else:
+                    res["build"] = _measure(python, base | {"measure": "build"}, 3600)
+                    if "error" in res["build"]:
+                        entry[f"{kind}_error"] = res["build"]["error"]
+                        print(f"  {kind:6} {system.name:14} build failed: {res['build']['error']}")
+                        continue
+            if "epoch" not in cfg.skip:
+                for config in system.settings:
+                    for workers in cfg.workers:
+                        spec = base | {"measure": "epoch", "config": config, "workers": workers}
+                        limit = cfg.repeats * (cfg.epoch_seconds + 120) + 60
+                        res[f"epoch/{config}/{workers}"] = _measure(python, spec, limit)
+            if "resume" not in cfg.skip and system.name != "numpy":
+                variants = {"same": {}, "workers": {"resume_workers": 2}}
+                if "world" in system.elastic and system.name.startswith("epochal"):
+                    variants["world"] = {"resume_world": 2}
+                for label, extra in variants.items():
+                    spec = base | {"measure": "resume", "time_limit": cfg.resume_seconds} | extra
+                    res[f"resume/{label}"] = _measure(python, spec, cfg.resume_seconds + 180)
+            if "ranks" not in cfg.skip and system.name != "numpy":
+                spec = base | {"measure": "ranks", "time_limit": cfg.resume_seconds}
+                res["ranks"] = _measure(python, spec, cfg.resume_seconds * 2)
+            print(f"  {kind:6} {system.name:14} done in {time.perf_counter() - t0:6.1f} s",
+                  flush=True)  # fmt: skip
+    return results
+
+
+def main(argv: list[str]) -> int:
+    import tyro
+
+    cfg = tyro.cli(Config, args=argv, prog="benchmarks/peers/run.py",
+                   description=__doc__.splitlines()[0])  # fmt: skip
+    python = cfg.python or str(ensure_venv())
+    if not cfg.python and Path(sys.executable).resolve() != Path(python).resolve():
+        # the report's versions must be the peers venv's: re-run there
+        return subprocess.run([python, __file__, *argv, "--python", python]).returncode
+    print(f"peers benchmark: {cfg.records:,} records, systems: {cfg.systems or 'all'}")
+    results = run(cfg, python)
+    from _report import write_report
+
+    path = write_report(results, cfg.out)
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
