@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch  # noqa: F401  (imported before any timing: every loader here needs it)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -12,6 +12,7 @@ which is which, and the report prints it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable, Iterator
@@ -77,6 +78,7 @@ class System:
     resume: str  # how the system resumes mid-epoch ("native: ...", or "none: ...")
     elastic: tuple[str, ...] = ()  # "workers" / "world": a resume change the system claims
     kinds: tuple[str, ...] = ("fixed", "varlen")
+    attr: str = ""  # an attribute the module must have (a feature that may not have landed)
     store: str = ""  # the name of another system whose written dataset this one reads
 
     @property
@@ -88,6 +90,10 @@ def available(system: System) -> tuple[bool, str]:
     """Whether ``system``'s library imports here; else the reason."""
     if importlib.util.find_spec(system.module) is None:
         return False, f"module {system.module!r} is not installed in {_python()}"
+    if system.attr:
+        module = importlib.import_module(system.module)
+        if not hasattr(module, system.attr):
+            return False, f"{system.module}.{system.attr} is not available in this version yet"
     return True, ""
 
 

@@ -198,6 +198,7 @@ def _import_streaming() -> Any:
     torchvision on PyPI loads beside the CPU build of torch 2.13 (requirements-nodeps.txt),
     and nothing benchmarked here uses it.
     """
+    import importlib.machinery
     import importlib.util
     import sys
     import types
@@ -206,7 +207,9 @@ def _import_streaming() -> Any:
         names = ("torchvision", "torchvision.datasets", "torchvision.transforms",
                  "torchvision.transforms.functional")  # fmt: skip
         for name in names:
-            sys.modules[name] = types.ModuleType(name)
+            module = types.ModuleType(name)
+            module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+            sys.modules[name] = module
         sys.modules["torchvision.datasets"].VisionDataset = object  # type: ignore[attr-defined]
         sys.modules["torchvision.transforms.functional"].to_tensor = None  # type: ignore[attr-defined]
     import streaming
@@ -353,7 +356,9 @@ def _hf_collate(fixed: bool, batch: Any) -> dict[str, Any]:
     """Batches of HF rows (a list of dicts, or one dict of columns) -> data + labels."""
     import torch
 
-    if isinstance(batch, dict):
+    if hasattr(batch, "column"):  # an Arrow table (with_format("arrow"))
+        data, labels = batch.column("data").to_pylist(), batch.column("label").to_numpy()
+    elif isinstance(batch, dict):
         data, labels = batch["data"], batch["label"]
     else:
         data, labels = [r["data"] for r in batch], [r["label"] for r in batch]
@@ -374,30 +379,25 @@ def _open_hf(out: Path, raw_root: Path, *, config: str, workers: int, seed: int,
 
     fixed = open_raw(raw_root).offsets is None
     ds = datasets.load_from_disk(str(out))
-    kw: dict[str, Any] = {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
     if world_size > 1:
-        kw = {"sampler": torch.utils.data.DistributedSampler(
-            range(len(ds)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)}  # fmt: skip
-    if config == "tuned":  # Arrow-formatted rows: no per-row Python dicts
-        ds = ds.with_format("arrow")
-        kw["persistent_workers"] = workers > 0
-    loader = StatefulDataLoader(
-        ds, batch_size=256, num_workers=workers,
-        collate_fn=functools.partial(_hf_arrow_collate if config == "tuned" else _hf_collate, fixed),
-        **kw,
-    )  # fmt: skip
+        sampler: Any = torch.utils.data.DistributedSampler(
+            range(len(ds)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)  # fmt: skip
+    else:
+        sampler = torch.utils.data.RandomSampler(
+            ds, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    if config == "tuned":  # one ds[list_of_indices] per batch: columns, no per-row dicts
+        ds = ds.with_format("arrow")  # ("numpy" would strip binaries' trailing zero bytes)
+        loader = StatefulDataLoader(
+            ds, batch_size=None, sampler=torch.utils.data.BatchSampler(sampler, 256, False),
+            num_workers=workers, persistent_workers=workers > 0,
+            collate_fn=functools.partial(_hf_collate, fixed),
+        )  # fmt: skip
+    else:
+        loader = StatefulDataLoader(
+            ds, batch_size=256, sampler=sampler, num_workers=workers,
+            collate_fn=functools.partial(_hf_collate, fixed),
+        )  # fmt: skip
     return Handle(loader, _labels, state=lambda ld, it: ld.state_dict(), restore=_restore_loader)
-
-
-def _hf_arrow_collate(fixed: bool, batch: Any) -> dict[str, Any]:
-    table = batch if hasattr(batch, "column") else None
-    if table is None:  # a list of one-row tables
-        import pyarrow as pa
-
-        table = pa.concat_tables(batch)
-    return _hf_collate(
-        fixed, {"data": table.column("data").to_pylist(), "label": table.column("label").to_numpy()}
-    )
 
 
 class _Counter:
@@ -462,6 +462,7 @@ def _systems() -> list[Any]:
             packages=("epochal",),
             module="epochal",
             build=_build_epochal_store,
+            attr="open",
             open=_open_epochal_store,
             settings={"default": "epochal.write(records, path); Loader(epochal.open(path), 256)"},
             resume="native: Loader.state_dict()/load_state_dict(), O(1)",
@@ -523,7 +524,8 @@ def _systems() -> list[Any]:
             settings={
                 "default": "load_from_disk; StatefulDataLoader(ds, 256, shuffle=True) (rows "
                 "as Python dicts, batched __getitems__)",
-                "tuned": "ds.with_format('arrow') (batches as Arrow tables) + persistent_workers",
+                "tuned": "ds.with_format('arrow'), one ds[indices] per batch (BatchSampler, "
+                "batch_size=None): columns, no per-row dicts; persistent_workers",
             },
             resume="native through torchdata StatefulDataLoader",
         ),

@@ -148,7 +148,7 @@ def run(cfg: Config, python: str) -> dict[str, Any]:
                         continue
             if "epoch" not in cfg.skip:
                 for config in system.settings:
-                    for workers in cfg.workers:
+                    for workers in (0,) if system.name == "numpy" else cfg.workers:
                         spec = base | {"measure": "epoch", "config": config, "workers": workers}
                         limit = cfg.repeats * (cfg.epoch_seconds + 120) + 60
                         res[f"epoch/{config}/{workers}"] = _measure(python, spec, limit)
