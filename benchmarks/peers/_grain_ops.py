@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import grain
-
 from _systems_peers import _parse
 
 __all__ = ["GrainParse"]

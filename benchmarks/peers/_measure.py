@@ -27,8 +27,8 @@ import torch  # noqa: F401  (imported before any timing: every loader here needs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import open_raw, warm  # noqa: E402
-from _systems import get_system  # noqa: E402
+from _data import open_raw, warm
+from _systems import get_system
 
 __all__ = ["main", "shuffle_quality"]
 

@@ -99,7 +99,7 @@ def _lines(results: dict[str, Any]) -> list[str]:
         note = f"not measured: {e['unavailable']}" if "unavailable" in e else ""
         errors = "; ".join(f"{k}: {v}" for k, v in e.items() if k.endswith("_error"))
         rows.append([name, e["title"], vers, note or errors or "measured"])
-    out += _table(["system", "what", "versions", "status"], rows) + [""]
+    out += [*_table(["system", "what", "versions", "status"], rows), ""]
     for kind in [k for k in ("fixed", "varlen") if any(k in e for e in systems.values())]:
         base = _base(results, kind)
         title = ("(a) 3,072-byte uint8 records + int64 label" if kind == "fixed"
@@ -116,8 +116,8 @@ def _lines(results: dict[str, Any]) -> list[str]:
                 rss = [r["rss_mb"] for r in (w0, w2) if r and "rss_mb" in r]
                 rss_s = " / ".join(f"{r['self']:,.0f}+{r['children']:,.0f}" for r in rss)
                 rows.append([name, config, _fmt_rate(w0, base), _fmt_rate(w2, base), rss_s])
-        out += _table(["system", "config", "num_workers=0", "num_workers=2",
-                       "peak RSS MB, self+largest worker (w=0 / w=2)"], rows) + [""]  # fmt: skip
+        out += [*_table(["system", "config", "num_workers=0", "num_workers=2",
+                       "peak RSS MB, self+largest worker (w=0 / w=2)"], rows), ""]  # fmt: skip
         out += ["### Mid-epoch resume (75% consumed, fresh loader, restore)", ""]
         rows = []
         for name, e in systems.items():
@@ -127,8 +127,8 @@ def _lines(results: dict[str, Any]) -> list[str]:
             rows.append([name, e["resume"], _resume_cell(res.get("resume/same")),
                          _resume_cell(res.get("resume/workers")),
                          _resume_cell(res.get("resume/world"))])  # fmt: skip
-        out += _table(["system", "how", "same settings", "num_workers 0 -> 2",
-                       "world size 1 -> 2 (same global batch)"], rows) + [""]  # fmt: skip
+        out += [*_table(["system", "how", "same settings", "num_workers 0 -> 2",
+                       "world size 1 -> 2 (same global batch)"], rows), ""]  # fmt: skip
         out += ["### Shuffle quality of each configuration (first epoch)", "",
                 "Uniform global shuffle: mean |displacement|/n ~0.333, first 1% drawn from the "
                 "first 10% ~0.10. Sequential order: 0 and 1.0.", ""]  # fmt: skip
@@ -141,8 +141,8 @@ def _lines(results: dict[str, Any]) -> list[str]:
                     rows.append([name, config, f"{q['mean_displacement']:.3f}",
                                  f"{q['head_from_first_10pct']:.3f}",
                                  f"{q['positions']:,}"])  # fmt: skip
-        out += _table(["system", "config", "mean abs displacement / n",
-                       "first 1% from first 10%", "positions seen"], rows) + [""]  # fmt: skip
+        out += [*_table(["system", "config", "mean abs displacement / n",
+                       "first 1% from first 10%", "positions seen"], rows), ""]  # fmt: skip
         out += ["### Per-rank reads, world_size 4 (default configuration)", ""]
         rows = []
         for name, e in systems.items():
@@ -158,8 +158,8 @@ def _lines(results: dict[str, Any]) -> list[str]:
             rows.append([name, ", ".join(f"{t / n:.3f}" for t in touched),
                          ", ".join(f"{d:,}" for d in delivered),
                          f"{res['union'] / n:.3f}"])  # fmt: skip
-        out += _table(["system", "records read per rank / n (ideal 0.250)", "records delivered",
-                       "union of ranks / n"], rows) + [""]  # fmt: skip
+        out += [*_table(["system", "records read per rank / n (ideal 0.250)", "records delivered",
+                       "union of ranks / n"], rows), ""]  # fmt: skip
         out += ["### Build (write) time and size on disk", ""]
         rows = []
         for name, e in systems.items():
@@ -168,15 +168,17 @@ def _lines(results: dict[str, Any]) -> list[str]:
                 continue
             if "shared_with" in b:
                 rows.append([name, f"reads {b['shared_with']}'s copy", "", ""])
+            elif b["bytes"] == 0:
+                rows.append([name, "none: reads the raw memmap", "", ""])
             elif "error" in b:
                 rows.append([name, f"failed: {b['error'][:80]}", "", ""])
             else:
                 rows.append([name, f"{b['seconds']:,.1f}", f"{b['bytes'] / 2**20:,.0f}",
                              f"{b['bytes'] / b['raw_bytes']:.2f}"])  # fmt: skip
-        out += _table(["system", "seconds", "MiB on disk", "x raw payload"], rows) + [""]
+        out += [*_table(["system", "seconds", "MiB on disk", "x raw payload"], rows), ""]
     out += ["## Settings", ""]
     rows = [[n, c, s] for n, e in systems.items() for c, s in e["settings"].items()]
-    out += _table(["system", "config", "settings"], rows) + [""]
+    out += [*_table(["system", "config", "settings"], rows), ""]
     return out
 
 
@@ -239,7 +241,7 @@ def write_report(results: dict[str, Any], out: Path, notes: str = "") -> Path:
     lines = _lines(results)
     plots = _plots(results, out)
     if plots:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+        lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
     notes_file = Path(__file__).resolve().parent / "NOTES.md"
     if notes_file.exists():
         lines += [notes_file.read_text()]

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _data import Raw, open_raw
 
-__all__ = ["SYSTEMS", "Handle", "System", "available", "get_system"]
+__all__ = ["SYSTEMS", "Handle", "System", "available", "build_nothing", "get_system", "versions"]
 
 
 class Handle:
@@ -201,7 +200,7 @@ def _dist_sampler(n: int, rank: int, world_size: int, seed: int) -> Any:
 # --------------------------------------------------------------------------- numpy baseline
 
 
-def _build_nothing(raw: Raw, out: Path) -> None:
+def build_nothing(raw: Raw, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -406,7 +405,7 @@ SYSTEMS: list[System] = [
         title="numpy memmap gather (baseline)",
         packages=("numpy",),
         module="numpy",
-        build=_build_nothing,
+        build=build_nothing,
         open=_open_baseline,
         settings={"default": "payload[idx] per batch of a numpy permutation, no loader"},
         resume="n/a: the baseline is not a loader",
@@ -416,7 +415,7 @@ SYSTEMS: list[System] = [
         title="PyTorch Dataset over a memmap + DataLoader",
         packages=("torch",),
         module="torch",
-        build=_build_nothing,
+        build=build_nothing,
         open=_open_torch,
         settings=_TORCH_SETTINGS,
         resume="none: DataLoader has no state (restart the epoch, or replay the sampler)",
@@ -439,7 +438,7 @@ SYSTEMS: list[System] = [
         title="torchdata StatefulDataLoader over the memmap Dataset",
         packages=("torchdata",),
         module="torchdata",
-        build=_build_nothing,
+        build=build_nothing,
         open=_open_torchdata,
         settings=_TORCH_SETTINGS,
         resume="native: StatefulDataLoader.state_dict()/load_state_dict()",

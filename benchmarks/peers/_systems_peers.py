@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _data import FIXED_BYTES, Raw, open_raw
 
 __all__ = ["PEER_SYSTEMS"]
@@ -151,7 +150,6 @@ def _collate(fixed: bool, records: Any) -> dict[str, Any]:
 def _open_grain(out: Path, raw_root: Path, *, config: str, workers: int, seed: int,
                 rank: int = 0, world_size: int = 1) -> Any:  # fmt: skip
     import grain
-
     from _grain_ops import GrainParse
     from _systems import Handle
 
@@ -162,9 +160,12 @@ def _open_grain(out: Path, raw_root: Path, *, config: str, workers: int, seed: i
         loader = grain.DataLoader(
             data_source=source,
             sampler=grain.samplers.IndexSampler(
-                num_records=len(source), shard_options=shard, shuffle=True, num_epochs=1,
+                num_records=len(source),
+                shard_options=shard,
+                shuffle=True,
+                num_epochs=1,
                 seed=seed,
-            ),  # fmt: skip
+            ),
             operations=[GrainParse(fixed), grain.transforms.Batch(256)],
             worker_count=workers,
         )
@@ -233,9 +234,8 @@ def _build_mds(raw: Raw, out: Path) -> None:
 def _open_mds(out: Path, raw_root: Path, *, config: str, workers: int, seed: int,
               rank: int = 0, world_size: int = 1) -> Any:  # fmt: skip
     streaming = _import_streaming()
-    from streaming.base.util import clean_stale_shared_memory
-
     from _systems import Handle
+    from streaming.base.util import clean_stale_shared_memory
 
     clean_stale_shared_memory()
     fixed = open_raw(raw_root).offsets is None
@@ -306,7 +306,6 @@ def _build_litdata(raw: Raw, out: Path, *, raw_root: Path | None = None) -> None
 def _open_litdata(out: Path, raw_root: Path, *, config: str, workers: int, seed: int,
                   rank: int = 0, world_size: int = 1) -> Any:  # fmt: skip
     import litdata
-
     from _systems import Handle
 
     fixed = open_raw(raw_root).offsets is None
@@ -339,7 +338,9 @@ def _build_hf(raw: Raw, out: Path) -> None:
 
     if out.exists():
         shutil.rmtree(out)
-    features = datasets.Features({"data": datasets.Value("binary"), "label": datasets.Value("int64")})
+    features = datasets.Features(
+        {"data": datasets.Value("binary"), "label": datasets.Value("int64")}
+    )
     cache = out.parent / (out.name + ".cache")
     ds = datasets.Dataset.from_generator(
         _hf_rows,
@@ -373,9 +374,8 @@ def _open_hf(out: Path, raw_root: Path, *, config: str, workers: int, seed: int,
              rank: int = 0, world_size: int = 1) -> Any:  # fmt: skip
     import datasets
     import torch
-    from torchdata.stateful_dataloader import StatefulDataLoader
-
     from _systems import Handle
+    from torchdata.stateful_dataloader import StatefulDataLoader
 
     fixed = open_raw(raw_root).offsets is None
     ds = datasets.load_from_disk(str(out))
@@ -414,10 +414,9 @@ class _Counter:
 def _open_hf_iterable(out: Path, raw_root: Path, *, config: str, workers: int, seed: int,
                       rank: int = 0, world_size: int = 1) -> Any:  # fmt: skip
     import datasets
+    from _systems import Handle
     from datasets.distributed import split_dataset_by_node
     from torchdata.stateful_dataloader import StatefulDataLoader
-
-    from _systems import Handle
 
     fixed = open_raw(raw_root).offsets is None
     ds = datasets.load_from_disk(str(out))
@@ -431,9 +430,7 @@ def _open_hf_iterable(out: Path, raw_root: Path, *, config: str, workers: int, s
     loader = StatefulDataLoader(
         ids, batch_size=256, num_workers=workers, collate_fn=functools.partial(_hf_collate, fixed)
     )
-    handle = Handle(
-        loader, _labels, state=lambda ld, it: ld.state_dict(), restore=_restore_loader
-    )
+    handle = Handle(loader, _labels, state=lambda ld, it: ld.state_dict(), restore=_restore_loader)
     handle.counter = counter  # type: ignore[attr-defined]
     return handle
 
@@ -442,7 +439,7 @@ def _open_hf_iterable(out: Path, raw_root: Path, *, config: str, workers: int, s
 
 
 def _systems() -> list[Any]:
-    from _systems import System
+    from _systems import System, build_nothing
 
     return [
         System(
@@ -450,7 +447,7 @@ def _systems() -> list[Any]:
             title="epochal Loader over a memmap (from_arrays; varlen: a flat-file Source)",
             packages=("epochal",),
             module="epochal",
-            build=lambda raw, out: out.mkdir(parents=True, exist_ok=True),
+            build=build_nothing,
             open=_open_epochal,
             settings={"default": "epochal.Loader(source, 256, seed=0, num_workers=w): no knobs"},
             resume="native: Loader.state_dict()/load_state_dict(), O(1)",

@@ -28,9 +28,10 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 from _data import KINDS, make_raw  # noqa: E402
-from _systems import SYSTEMS, available, versions  # noqa: E402
+from _report import write_report  # noqa: E402
+from _systems import SYSTEMS, available, build_nothing, versions  # noqa: E402
 
-__all__ = ["Config", "main", "run"]
+__all__ = ["Config", "main", "run", "write_report"]
 
 VENV = HERE / ".venv"
 
@@ -140,6 +141,8 @@ def run(cfg: Config, python: str) -> dict[str, Any]:
             if "build" not in cfg.skip:
                 if system.store:  # reads another system's copy
                     res["build"] = {"shared_with": system.store}
+                elif system.build is build_nothing:  # reads the raw memmap itself
+                    res["build"] = {"seconds": 0.0, "bytes": 0, "raw_bytes": 1}
                 else:
                     res["build"] = _measure(python, base | {"measure": "build"}, 3600)
                     if "error" in res["build"]:
@@ -152,7 +155,9 @@ def run(cfg: Config, python: str) -> dict[str, Any]:
                         spec = base | {"measure": "epoch", "config": config, "workers": workers}
                         limit = cfg.repeats * (cfg.epoch_seconds + 120) + 60
                         res[f"epoch/{config}/{workers}"] = _measure(python, spec, limit)
-            if "resume" not in cfg.skip and system.name != "numpy":
+            if "resume" not in cfg.skip and system.resume.startswith("none"):
+                res["resume/same"] = res["resume/workers"] = {"supported": False}
+            elif "resume" not in cfg.skip and system.name != "numpy":
                 variants = {"same": {}, "workers": {"resume_workers": 2}}
                 if "world" in system.elastic and system.name.startswith("epochal"):
                     variants["world"] = {"resume_world": 2}
@@ -178,7 +183,6 @@ def main(argv: list[str]) -> int:
         return subprocess.run([python, __file__, *argv, "--python", python]).returncode
     print(f"peers benchmark: {cfg.records:,} records, systems: {cfg.systems or 'all'}")
     results = run(cfg, python)
-    from _report import write_report
 
     path = write_report(results, cfg.out)
     print(f"report: {path}")
