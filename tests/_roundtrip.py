@@ -44,20 +44,30 @@ def assert_streams_equal(a: list[Any], b: list[Any]) -> None:
 
 
 def run_save_load(
-    make: Callable[[], Any], *, epochs: int = 2, cuts: list[int] | None = None
+    make: Callable[[], Any],
+    *,
+    epochs: int = 2,
+    cuts: list[int] | None = None,
+    steps: int | None = None,
 ) -> None:
     """Uninterrupted run == (run to cut, save, JSON, fresh object, load, run on), per cut.
 
     ``make()`` builds a fresh loader in its initial state. ``cuts`` are the numbers of
     batches delivered before the save (every batch of the run when None, which covers
-    the initial state and the epoch boundaries).
+    the initial state and the epoch boundaries). With ``steps``, the run is
+    ``loader.steps(steps)`` instead of ``epochs`` passes, and the resumed loader runs
+    ``loader.steps(steps - cut)``.
     """
-    reference = list(stream(make(), epochs))
+
+    def run(loader: Any, done: int) -> Iterator[Any]:
+        return stream(loader, epochs) if steps is None else loader.steps(steps - done)
+
+    reference = list(run(make(), 0))
     for cut in range(len(reference) + 1) if cuts is None else cuts:
         first = make()
-        head = list(itertools.islice(stream(first, epochs), cut))
+        head = list(itertools.islice(run(first, 0), cut))
         state = json_roundtrip(first.state_dict())
         second = make()
         second.load_state_dict(state)
-        tail = list(stream(second, epochs))
+        tail = list(run(second, cut))
         assert_streams_equal(head + tail, reference)

@@ -21,7 +21,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "epochal._bench",
         "Measure loader throughput against a raw numpy gather on this machine.",
     ),
+    "build": (
+        "epochal.store._cmd_build",
+        "Build a store from images, JSONL, CSV, Parquet, .npy/.npz or WebDataset tars.",
+    ),
     "demo": ("epochal._demo", "Run the built-in demo on embedded data (no downloads)."),
+    "inspect": (
+        "epochal.store._cmd_inspect",
+        "Show a store's schema, counts, sizes and a few records.",
+    ),
+    "lint": ("epochal.lint.cli", "Find classic training-code bugs (P6, P9-P12) in Python files."),
+    "verify": ("epochal.store._cmd_verify", "Check every shard of a store against its checksums."),
 }
 
 

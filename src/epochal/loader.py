@@ -11,11 +11,10 @@ more than the uninterrupted one and diverge).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,8 +23,11 @@ from torch.utils.data._utils.pin_memory import pin_memory
 from epochal._errors import Error, StateError
 from epochal.order import Order, make_order
 from epochal.plan import Plan
-from epochal.rng import GlobalRNGs, sample_rng, sample_seed
+from epochal.rng import GlobalRNGs, SampleRNGs, sample_seed
 from epochal.sources._protocol import get_many
+
+if TYPE_CHECKING:
+    from epochal.sampling import Sampler
 
 __all__ = ["STATE_KEYS", "STATE_VERSION", "Loader", "collate"]
 
@@ -42,6 +44,7 @@ STATE_KEYS = (
     "shuffle",
     "drop_last",
 )
+SAMPLER_KEY = "sampler"  # only in the states of loaders with a sampler: its description
 INDEX_KEY = "_index"  # with_index=True: the record index of each sample
 _ORDER_BLOCK = 16_384  # positions whose order the batch sampler computes in one call
 REPEAT_KEY = "_repeat"  # with_index=True: True for the padded repeats of an epoch's last batch
@@ -153,6 +156,7 @@ class _Fetcher:
             and callable(getattr(source, "get_columns", None))
         )
         self._n = len(source)
+        self._rngs = SampleRNGs(seed)
 
     def __len__(self) -> int:
         return self._n
@@ -180,29 +184,29 @@ class _Fetcher:
         return batch
 
     def _records(self, request: _Request) -> list[Any]:
-        indices, epoch = request.indices, request.epoch
-        globals_ = GlobalRNGs() if self.seed_globals else None
-        with globals_ if globals_ is not None else contextlib.nullcontext():
-            per_record_read = globals_ is not None and not self.deterministic
-            if per_record_read and not _batched(self.source):
-                records = [None] * len(indices)
-            else:
-                if per_record_read:
-                    # the dataset's own batch path reads all records in one call, so the
-                    # global RNGs can only be seeded once, from the batch's first record
-                    globals_.seed(sample_seed(self.seed, epoch, int(indices[0])))
-                    per_record_read = False
-                records = get_many(self.source, indices)
+        epoch, indices = request.epoch, request.indices.tolist()
+        if not self.seed_globals:
+            records = get_many(self.source, request.indices)
+            return [self._transform(r, epoch, i) for r, i in zip(records, indices)]
+        with GlobalRNGs() as global_rngs:
+            batch_read: list[Any] | None = None
+            if self.deterministic or _batched(self.source):
+                if not self.deterministic:
+                    # the dataset reads the whole batch in one call, so the global RNGs can
+                    # only be seeded once around it, from the batch's first record
+                    global_rngs.seed(sample_seed(self.seed, epoch, indices[0]))
+                batch_read = get_many(self.source, request.indices)
             out = []
-            for record, index in zip(records, indices.tolist()):
-                if globals_ is not None:
-                    globals_.seed(sample_seed(self.seed, epoch, index))
-                if per_record_read:
-                    record = self.source[index]
-                if self.transform is not None:
-                    record = self.transform(record, sample_rng(self.seed, epoch, index))
-                out.append(record)
+            for j, index in enumerate(indices):
+                global_rngs.seed(sample_seed(self.seed, epoch, index))
+                record = self.source[index] if batch_read is None else batch_read[j]
+                out.append(self._transform(record, epoch, index))
             return out
+
+    def _transform(self, record: Any, epoch: int, index: int) -> Any:
+        if self.transform is None:
+            return record
+        return self.transform(record, self._rngs(epoch, index))
 
 
 def _batched(source: Any) -> bool:
@@ -253,7 +257,9 @@ class Loader:
     :class:`epochal.StateError` that names both values, and accepts another world size,
     batch size or worker count: the position counts samples, so the rest of the epoch is
     neither repeated nor skipped. Future versions may add keys; a load never guesses a
-    missing one.
+    missing one. A loader with a sampler (weighted sampling, a mixture) adds the key
+    ``"sampler"``, the sampler's description, and refuses a state taken with another
+    sampler (or without one); ``position`` then counts the sampler's positions.
 
     Args:
         source: a Source (``__len__``, ``__getitem__``; see :class:`epochal.Source`).
@@ -278,6 +284,10 @@ class Loader:
         collate_fn: turns a list of records into a batch; defaults to :func:`collate`.
         multiprocessing_context: start method for workers (DataLoader's option).
         timeout: seconds to wait for a batch from a worker (0 waits forever).
+        sampler: maps each epoch's positions to record indices instead of the plain
+            shuffle (:class:`epochal.WeightedSampler`, :func:`epochal.balanced`); it fixes
+            the positions per epoch. Defaults to the source's own ``sampler`` attribute
+            when it has one (:func:`epochal.mix`), else the shuffled order.
     """
 
     def __init__(
@@ -300,6 +310,7 @@ class Loader:
         collate_fn: Callable[[list[Any]], Any] | None = None,
         multiprocessing_context: Any = None,
         timeout: float = 0.0,
+        sampler: Sampler | None = None,
     ) -> None:
         if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
             raise Error(
@@ -324,9 +335,17 @@ class Loader:
         self.num_records = len(source)
         if self.num_records < 1:
             raise Error("the source is empty; a Loader needs at least one record")
-        if self.drop_last and self.num_records < self.global_batch_size:
+        self.sampler = sampler if sampler is not None else getattr(source, "sampler", None)
+        if self.sampler is not None and self.sampler.num_records != self.num_records:
             raise Error(
-                f"drop_last=True with {self.num_records} records and a global batch of "
+                f"the sampler indexes {self.sampler.num_records} records but the source has "
+                f"{self.num_records}; build the sampler from this source's records"
+            )
+        self.samples_per_epoch = self.num_records if self.sampler is None else len(self.sampler)
+        if self.drop_last and self.samples_per_epoch < self.global_batch_size:
+            raise Error(
+                f"drop_last=True with {self.samples_per_epoch} samples per epoch and a global "
+                f"batch of "
                 f"{self.global_batch_size} (batch_size {batch_size} x world_size "
                 f"{self.world_size}) would yield no batch; lower batch_size or set drop_last=False"
             )
@@ -385,7 +404,7 @@ class Loader:
     def plan(self) -> Plan:
         """This rank's plan for the rest of the current epoch."""
         return Plan(
-            num_records=self.num_records,
+            num_records=self.samples_per_epoch,
             batch_size=self.batch_size,
             world_size=self.world_size,
             rank=self.rank,
@@ -412,9 +431,13 @@ class Loader:
         generation = self._generation
         plan = self.plan()
         self._sampler.plan = plan
-        self._sampler.order = make_order(
-            self.num_records, seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
-        )
+        if self.sampler is None:
+            order = make_order(
+                self.num_records, seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
+            )
+        else:
+            order = self.sampler.order(seed=self.seed, epoch=self._epoch, shuffle=self.shuffle)
+        self._sampler.order = order
         self._sampler.epoch = self._epoch
         return self._run(plan, generation)
 
@@ -451,9 +474,32 @@ class Loader:
         self._epoch = epoch
         self._position = 0
 
+    def steps(self, k: int) -> Iterator[Any]:
+        """Exactly ``k`` batches from the current position, crossing epochs as needed.
+
+        Each epoch has its own order, as with ``for batch in loader``; the state after
+        ``j`` batches resumes the rest: run ``loader.steps(k - j)`` after
+        :meth:`load_state_dict` to finish the same ``k`` batches.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise Error(f"steps() needs an integer k >= 0, got {k!r}")
+        return self._steps(k)
+
+    def _steps(self, k: int) -> Iterator[Any]:
+        while k > 0:
+            passing = iter(self)
+            try:
+                for batch in passing:
+                    yield batch
+                    k -= 1
+                    if k == 0:
+                        break
+            finally:
+                passing.close()  # type: ignore[attr-defined]
+
     def state_dict(self) -> dict[str, Any]:
         """The loader's position as a small JSON-serialisable dict (see the class docstring)."""
-        return {
+        state = {
             "version": STATE_VERSION,
             "seed": self.seed,
             "epoch": self._epoch,
@@ -465,6 +511,9 @@ class Loader:
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
         }
+        if self.sampler is not None:
+            state[SAMPLER_KEY] = self.sampler.state()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state`` (taken by :meth:`state_dict`, possibly on another topology).
@@ -475,12 +524,16 @@ class Loader:
         """
         if not isinstance(state, Mapping):
             raise StateError(f"a Loader state must be a dict, got {type(state).__name__}")
-        missing = [key for key in STATE_KEYS if key not in state]
-        unknown = sorted(set(state) - set(STATE_KEYS))
+        keys = STATE_KEYS if self.sampler is None else (*STATE_KEYS, SAMPLER_KEY)
+        missing = [key for key in keys if key not in state]
+        unknown = sorted(set(state) - set(keys))
         if missing or unknown:
+            hint = ""
+            if SAMPLER_KEY in missing or SAMPLER_KEY in unknown:
+                hint = "; a state with a sampler only loads into a loader with the same sampler"
             raise StateError(
                 f"Loader state has missing keys {missing} and unknown keys {unknown}; "
-                f"expected exactly {list(STATE_KEYS)}"
+                f"expected exactly {list(keys)}{hint}"
             )
         version = state["version"]
         if version != STATE_VERSION:
@@ -495,6 +548,7 @@ class Loader:
             ("fingerprint", self.fingerprint),
             ("seed", self.seed),
             ("shuffle", self.shuffle),
+            *(() if self.sampler is None else ((SAMPLER_KEY, self.sampler.state()),)),
         ):
             if state[key] != mine:
                 raise StateError(
@@ -506,10 +560,10 @@ class Loader:
             raise StateError(
                 f"Loader state has an invalid epoch {epoch!r}; expected an integer >= 0"
             )
-        if not isinstance(position, int) or not 0 <= position <= self.num_records:
+        if not isinstance(position, int) or not 0 <= position <= self.samples_per_epoch:
             raise StateError(
                 f"Loader state has position {position!r}; expected an integer in "
-                f"[0, {self.num_records}]"
+                f"[0, {self.samples_per_epoch}]"
             )
         self._generation += 1
         self._epoch = epoch

@@ -1,0 +1,162 @@
+"""Sampling benchmark (issue #5): mixture and weighted Loaders vs the plain shuffled Loader.
+
+Usage: python benchmarks/bench_sampling.py [--records 200000] [--repeats 5] [--big 10000000]
+
+Same data shape as the core benchmark (records of 3,072 uint8 bytes + an int64 label in a
+memmap). Every configuration runs one epoch of ``--records`` samples; the runs are
+interleaved round by round and each ratio is the median of the per-round ratios to the
+plain Loader measured in the same round, so machine noise mostly cancels. Also times the
+without-replacement per-epoch pass (keys + stable argsort) at n = ``--big``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tyro
+
+import epochal
+
+
+@dataclasses.dataclass(kw_only=True)
+class Config:
+    """Options of the sampling benchmark."""
+
+    records: int = 200_000
+    """Records in the benchmark dataset (each 3,072 uint8 bytes + an int64 label)."""
+    batch_size: int = 256
+    """Samples per batch."""
+    repeats: int = 5
+    """Interleaved rounds; the table shows medians."""
+    big: int = 10_000_000
+    """Records for the without-replacement per-epoch pass (0 skips it)."""
+    workdir: Path | None = None
+    """Where to write the memmap (default: a temporary directory, removed afterwards)."""
+
+
+def _epoch(loader: Any) -> Callable[[], int]:
+    def go() -> int:
+        loader.set_epoch(0)
+        return sum(len(b["label"]) for b in loader)
+
+    return go
+
+
+def _timed(fn: Callable[[], int]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    samples = fn()
+    return samples / (time.perf_counter() - start)
+
+
+def _loaders(images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, Any]:
+    n = len(labels)
+    source = epochal.from_arrays(image=images, label=labels)
+    half = n // 2
+    first = epochal.from_arrays(image=images[:half], label=labels[:half])
+    second = epochal.from_arrays(image=images[half:], label=labels[half:])
+    mixture = epochal.mix({first: 0.7, second: 0.3}, exhaustion="restart", samples_per_epoch=n)
+    a, b = epochal.split(source, [0.5, 0.5], seed=0)
+    mixed_splits = epochal.mix({a: 0.7, b: 0.3}, exhaustion="restart", samples_per_epoch=n)
+    weights = np.random.default_rng(1).random(n)
+    return {
+        "plain shuffled Loader": epochal.Loader(source, batch_size),
+        "mix of 2 separate arrays, 0.7/0.3": epochal.Loader(mixture, batch_size),
+        "mix of 2 splits of one source, 0.7/0.3": epochal.Loader(mixed_splits, batch_size),
+        "WeightedSampler, replacement": epochal.Loader(
+            source, batch_size, sampler=epochal.WeightedSampler(weights)
+        ),
+        "WeightedSampler, no replacement": epochal.Loader(
+            source, batch_size, sampler=epochal.WeightedSampler(weights, replacement=False)
+        ),
+    }
+
+
+def run(cfg: Config) -> list[tuple[str, str, str]]:
+    """Every measurement as (name, result, target) rows."""
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
+        path = Path(tmp) / "images.u8"
+        images = np.memmap(path, dtype=np.uint8, mode="w+", shape=(cfg.records, 3072))
+        rng = np.random.default_rng(0)
+        for lo in range(0, cfg.records, 10_000):
+            hi = min(cfg.records, lo + 10_000)
+            images[lo:hi] = rng.integers(0, 256, (hi - lo, 3072), dtype=np.uint8)
+        images.flush()
+        del images
+        images = np.memmap(path, dtype=np.uint8, mode="r", shape=(cfg.records, 3072))
+        labels = np.arange(cfg.records, dtype=np.int64)
+        images.sum(dtype=np.uint64)  # read every page once: the page cache is warm
+        loaders = _loaders(images, labels, cfg.batch_size)
+        rates: dict[str, list[float]] = {name: [] for name in loaders}
+        for _ in range(cfg.repeats):
+            for name, loader in loaders.items():
+                rates[name].append(_timed(_epoch(loader)))
+        plain = rates["plain shuffled Loader"]
+        for name, values in rates.items():
+            ratios = [v / p for v, p in zip(values, plain)]
+            result = f"{statistics.median(values):,.0f} samples/s"
+            if values is not plain:
+                result += (
+                    f" = {statistics.median(ratios):.2f}x plain "
+                    f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
+                )
+            rows.append((name, result, "" if values is plain else ">= 0.8x"))
+        del loaders
+    if cfg.big:
+        weights = np.random.default_rng(2).random(cfg.big)
+        sampler = epochal.WeightedSampler(weights, replacement=False)
+        times = []
+        for epoch in range(max(1, min(cfg.repeats, 3))):
+            gc.collect()
+            start = time.perf_counter()
+            permutation = sampler.permutation(seed=0, epoch=epoch)
+            times.append(time.perf_counter() - start)
+        rows.append(
+            (
+                f"no-replacement epoch pass, n={cfg.big:,}",
+                f"{statistics.median(times):.2f} s per epoch (min {min(times):.2f}); "
+                f"permutation {permutation.nbytes / 2**20:.0f} MiB + weights "
+                f"{weights.nbytes / 2**20:.0f} MiB",
+                "stated O(n log n)",
+            )
+        )
+        replacement = epochal.WeightedSampler(weights, num_samples=cfg.big)
+        order = replacement.order(seed=0, epoch=0)
+        positions = np.arange(1_000_000, dtype=np.int64)
+        start = time.perf_counter()
+        order.index(positions)
+        per_index = (time.perf_counter() - start) / positions.size * 1e9
+        rows.append(
+            (
+                f"with-replacement lookup, n={cfg.big:,}",
+                f"{per_index:.0f} ns/index (indexed search, O(1) expected)",
+                "",
+            )
+        )
+    return rows
+
+
+def main() -> int:
+    cfg = tyro.cli(Config, description=__doc__.splitlines()[0])
+    rows = run(cfg)
+    width = max(len(r[0]) for r in rows)
+    print(
+        f"epochal sampling benchmark: {cfg.records:,} records x 3,072 B, batch "
+        f"{cfg.batch_size}, median of {cfg.repeats} interleaved rounds"
+    )
+    for name, result, target in rows:
+        print(f"  {name:<{width}}  {result}" + (f"   [target {target}]" if target else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Where a store lives: an fsspec filesystem and a root path, with atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from epochal.store._errors import StoreError
+
+__all__ = ["Location", "locate"]
+
+
+class Location:
+    """A store's root: ``url`` as the user gave it, ``fs`` and ``root`` as fsspec sees it.
+
+    The filesystem object is made again in each process (and after unpickling): fsspec
+    filesystems for object stores hold event loops and connections that must not cross
+    a ``fork``.
+    """
+
+    def __init__(self, url: str, root: str, storage_options: dict[str, Any], fs: Any) -> None:
+        self.url = url
+        self.root = root
+        self.storage_options = storage_options
+        self._fs = fs
+        self._pid = os.getpid()
+
+    @property
+    def fs(self) -> Any:
+        if self._pid != os.getpid() or self._fs is None:
+            self._fs = fsspec.core.url_to_fs(self.url, **self.storage_options)[0]
+            self._pid = os.getpid()
+        return self._fs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fs": None}
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def exists(self, *parts: str) -> bool:
+        return bool(self.fs.exists(self.path(*parts)))
+
+    def read(self, *parts: str) -> bytes:
+        return bytes(self.fs.cat_file(self.path(*parts)))
+
+    def put(self, data: Any, *parts: str) -> None:
+        """Write ``data`` so that readers see the old file or the whole new one, never a part.
+
+        Local: a temporary file in the same directory, fsync, then ``os.replace``. Object
+        stores: a single PUT, which is atomic per object.
+        """
+        path = self.path(*parts)
+        if not self.is_local:
+            self.fs.pipe_file(path, bytes(data))
+            return
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Base names of the files under ``parts`` (empty when the folder does not exist)."""
+        path = self.path(*parts)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(os.path.basename(str(e).rstrip("/")) for e in entries)
+
+    def remove(self, *parts: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(*parts))
+
+
+def locate(url: str | os.PathLike[str], **storage_options: Any) -> Location:
+    """The fsspec filesystem and root path for a store URL or local path."""
+    text = os.fspath(url)
+    if not text:
+        raise StoreError("a store location must be a path or URL, got an empty string")
+    try:
+        fs, root = fsspec.core.url_to_fs(text, **storage_options)
+    except (ImportError, ValueError) as err:
+        raise StoreError(f"cannot reach store {text!r}: {err}") from err
+    if isinstance(fs, LocalFileSystem):
+        root = os.path.abspath(root)
+    return Location(text, root, dict(storage_options), fs)

@@ -1,0 +1,349 @@
+"""``open``: a store as a Source, memory-mapped shards, vectorised batch gathers.
+
+What is checked, and when (every failure is a CorruptStoreError naming the shard):
+
+- **On open** (once): the manifest parses, is an epochal manifest of a version this code
+  reads, and is self-consistent (record count and fingerprint match its shard list).
+- **On first use of a shard, per process** (lazy, O(1) in the shard's data size apart
+  from one pass over variable-size offsets): the file exists and has the manifest's byte
+  size; its Arrow footer and metadata parse; its schema is the manifest's; it holds one
+  record batch of the manifest's record count; every buffer is long enough; variable-size
+  offsets start at 0, never decrease and stay inside the data buffer. So a truncated,
+  missing, foreign or structurally damaged shard is never read.
+- **With ``verify=True``** (on open) or ``epochal verify``: every shard's full xxh3-64
+  checksum, which also catches a flipped byte inside record data. Shards of remote stores
+  are always checksummed as they are downloaded into the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from epochal.store._columns import ColumnView, arrow_schema, as_records
+from epochal.store._errors import CorruptStoreError, StoreError
+from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
+from epochal.store._fs import Location, locate
+from epochal.store._gather import AddressSpace
+from epochal.store._remote import ShardCache, hash_file
+
+__all__ = ["StoreSource", "open_store", "read_manifest"]
+
+_MAGIC = b"ARROW1"
+
+
+class _OpenShard:
+    """One shard memory-mapped in this process, as column views."""
+
+    def __init__(self, path: str, shard: Shard, columns: tuple[Column, ...], where: str) -> None:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise CorruptStoreError(f"shard {where} is missing") from None
+        if size != shard.bytes:
+            raise CorruptStoreError(
+                f"shard {where} is truncated or damaged: {size} bytes, the manifest says {shard.bytes}"
+            )
+        try:
+            self._map = pa.memory_map(path)
+            if self._map.read_at(6, 0) != _MAGIC:  # Arrow checks only the trailing magic
+                raise CorruptStoreError(
+                    f"shard {where} is damaged: it does not start as an Arrow IPC file"
+                )
+            reader = pa.ipc.open_file(self._map)
+            if not reader.schema.equals(arrow_schema(columns)):
+                fields = ", ".join(f"{f.name}: {f.type}" for f in reader.schema)
+                raise CorruptStoreError(f"shard {where} has schema ({fields}), not the manifest's")
+            if reader.num_record_batches != 1:
+                raise CorruptStoreError(
+                    f"shard {where} has {reader.num_record_batches} record batches, expected 1"
+                )
+            batch = reader.get_batch(0)
+            if batch.num_rows != shard.records:
+                raise CorruptStoreError(
+                    f"shard {where} has {batch.num_rows} records, the manifest says {shard.records}"
+                )
+            batch.validate()
+        except (pa.ArrowException, OSError, ValueError) as err:
+            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CorruptStoreError(f"shard {where} is damaged: {first_line}") from err
+        self.views = [ColumnView(c, batch.column(i), shard=where) for i, c in enumerate(columns)]
+
+
+class _Layout(NamedTuple):
+    """Where this process's open shards are: one address space, offsets into it by shard."""
+
+    space: AddressSpace
+    first: list[np.ndarray]  # per column, by shard: offset of rows (fixed) or offsets (bytes/str)
+    data: list[np.ndarray]  # per column, by shard: offset of the data buffer (bytes/str)
+
+
+class StoreSource:
+    """A store opened for reading: a deterministic, fork-safe Source.
+
+    Shards are opened (memory-mapped, or fetched into the cache first) on first use in each
+    process, so a source created before ``fork`` or pickled into a DataLoader worker opens
+    its own maps there. ``get_columns`` gathers a batch with one vectorised gather per
+    column per shard touched; fixed-size columns come back as numpy arrays, bytes/str
+    columns as lists.
+
+    Attributes:
+        manifest: the store's :class:`Manifest` (schema, shards, metadata).
+        url: where the store lives.
+    """
+
+    deterministic = True
+
+    @property
+    def fast_gather(self) -> bool:
+        """A local store's batches are memory gathers: the Loader reads them in-process.
+
+        Remote stores fetch shards on first use, so their reads stay in the workers.
+        """
+        return self._cache is None
+
+    def __init__(
+        self, loc: Location, manifest: Manifest, *, cache: ShardCache | None = None
+    ) -> None:
+        self._loc = loc
+        self.manifest = manifest
+        self.url = loc.url
+        self._cache = cache
+        self._starts = np.cumsum([0, *(s.records for s in manifest.shards)], dtype=np.int64)
+        self._n = int(self._starts[-1])
+        self._pid = -1
+        self._open: dict[int, _OpenShard] = {}
+        self._layout: _Layout | None = None
+        self._reset_after_fork()
+
+    # -- Source protocol -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = int(index)
+        if not 0 <= i < self._n:
+            raise IndexError(
+                f"record index {index} is out of range for a store of {self._n} records"
+            )
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        shard = self._shard(k)
+        local = i - int(self._starts[k])
+        return {
+            c.name: view.get(local)
+            for c, view in zip(self.manifest.columns, shard.views, strict=True)
+        }
+
+    def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray | list[Any]]:
+        """Records ``indices`` as columns: numpy arrays (first axis = batch) or lists.
+
+        One vectorised gather per column over every shard the batch touches (see
+        ``_gather``); bytes/str columns locate all records from the offsets buffers in one
+        gather too, then copy each record's bytes out.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            views = self._shard(0).views
+            return {
+                c.name: as_records(c, v.rows[:0]) if v.rows is not None else []
+                for c, v in zip(self.columns, views, strict=True)
+            }
+        # one check for both ends: negative indices wrap around to huge unsigned values
+        if int(idx.view(np.uint64).max()) >= self._n:
+            bad = idx[(idx < 0) | (idx >= self._n)][0]
+            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
+        self._reset_after_fork()
+        if len(self._starts) == 2:  # one shard
+            sid, local = 0, idx
+            if not self._open:
+                self._shard(0)
+        else:
+            sid = np.searchsorted(self._starts, idx, side="right") - 1
+            local = idx - self._starts[sid]
+            if len(self._open) < len(self.manifest.shards):
+                for k in set(np.unique(sid).tolist()) - self._open.keys():
+                    self._shard(k)
+        layout = self._layout or self._build_layout()
+        space = layout.space
+        out: dict[str, np.ndarray | list[Any]] = {}
+        for j, column in enumerate(self.columns):
+            if column.kind in ("bytes", "str"):
+                ends = (
+                    space.items(16)[layout.first[j][sid] + local * 8].view(np.int64).reshape(-1, 2)
+                )
+                ends += layout.data[j][sid][..., None]
+                memory = space.memory
+                starts, stops = ends[:, 0].tolist(), ends[:, 1].tolist()
+                if column.kind == "str":
+                    out[column.name] = [
+                        str(memory[a:b], "utf-8") for a, b in zip(starts, stops, strict=True)
+                    ]
+                else:
+                    out[column.name] = [
+                        bytes(memory[a:b]) for a, b in zip(starts, stops, strict=True)
+                    ]
+            else:
+                itemsize = column.itemsize
+                items = space.items(itemsize)[layout.first[j][sid] + local * itemsize]
+                out[column.name] = as_records(column, items)
+        return out
+
+    def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
+        """Records ``indices`` as dicts, gathered per column first."""
+        cols = self.get_columns(indices)
+        names = list(cols)
+        return [{name: cols[name][j] for name in names} for j in range(len(indices))]
+
+    @property
+    def fingerprint(self) -> str:
+        """The manifest's fingerprint: a hash of the schema and every shard's checksum."""
+        return self.manifest.fingerprint
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.manifest.columns
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.manifest.metadata
+
+    def verify(self) -> None:
+        """Check every shard's size and full xxh3-64 checksum, then its structure."""
+        for k, shard in enumerate(self.manifest.shards):
+            where = self._where(shard)
+            if self._cache is not None:
+                self._cache.fetch(shard, recheck=True)
+            else:
+                try:
+                    got = hash_file(self._loc.path(SHARDS_DIR, shard.name))
+                except FileNotFoundError:
+                    raise CorruptStoreError(f"shard {where} is missing") from None
+                if got != (shard.bytes, shard.xxh3):
+                    raise CorruptStoreError(
+                        f"shard {where} is corrupt: {got[0]} bytes with xxh3 {got[1]}, the manifest says "
+                        f"{shard.bytes} bytes with xxh3 {shard.xxh3}"
+                    )
+            self._shard(k)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _where(self, shard: Shard) -> str:
+        return f"{SHARDS_DIR}/{shard.name} of store {self.url}"
+
+    def _reset_after_fork(self) -> None:
+        """Per-process state: a forked or unpickled copy maps its own shards."""
+        if self._pid != os.getpid():
+            self._open = {}
+            self._layout = None
+            self._pid = os.getpid()
+
+    def _shard(self, k: int) -> _OpenShard:
+        self._reset_after_fork()
+        opened = self._open.get(k)
+        if opened is not None:
+            return opened
+        shard = self.manifest.shards[k]
+        if self._cache is None:
+            opened = _OpenShard(
+                self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
+            )
+        else:
+            path = self._cache.fetch(shard)
+            try:
+                opened = _OpenShard(path, shard, self.columns, self._where(shard))
+            except CorruptStoreError:
+                if os.path.exists(path):
+                    raise
+                # evicted by another process between fetch and map: fetch it again
+                opened = _OpenShard(
+                    self._cache.fetch(shard), shard, self.columns, self._where(shard)
+                )
+        self._open[k] = opened
+        self._layout = None
+        return opened
+
+    def _build_layout(self) -> _Layout:
+        regions = {k: [v.regions() for v in s.views] for k, s in self._open.items()}
+        space = AddressSpace(r for per_column in regions.values() for rs in per_column for r in rs)
+        n = len(self.manifest.shards)
+        first = [np.zeros(n, dtype=np.int64) for _ in self.columns]
+        data = [np.zeros(n, dtype=np.int64) for _ in self.columns]
+        for k, per_column in regions.items():
+            for j, rs in enumerate(per_column):
+                first[j][k] = rs[0][0] - space.lo
+                if len(rs) > 1:
+                    data[j][k] = rs[1][0] - space.lo
+        self._layout = _Layout(space, first, data)
+        return self._layout
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_open", "_layout"):
+            state.pop(name, None)
+        state["_pid"] = -1
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_after_fork()
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{c.name}={c.describe()}" for c in self.columns)
+        return f"StoreSource({self.url!r}, n={self._n}, shards={len(self.manifest.shards)}, {cols})"
+
+
+def read_manifest(loc: Location) -> Manifest:
+    """The manifest of the store at ``loc``; StoreError when there is no finished store."""
+    where = loc.path(MANIFEST_NAME) if loc.is_local else f"{loc.url.rstrip('/')}/{MANIFEST_NAME}"
+    try:
+        raw = loc.read(MANIFEST_NAME)
+    except FileNotFoundError:
+        if loc.listdir(SHARDS_DIR) or loc.listdir(PARTITIONS_DIR):
+            raise StoreError(
+                f"{loc.url} holds an unfinished build (shards but no {MANIFEST_NAME}): rerun the build to "
+                f"complete it, or merge() a parallel build"
+            ) from None
+        raise StoreError(f"no store at {loc.url}: {MANIFEST_NAME} not found") from None
+    except (IsADirectoryError, PermissionError, OSError) as err:
+        raise StoreError(f"cannot read {where}: {err}") from err
+    return Manifest.from_bytes(raw, where=where)
+
+
+def open_store(
+    url: str | os.PathLike[str],
+    *,
+    verify: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_size: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StoreSource:
+    """Open the store at ``url`` (a local path or any fsspec URL) as a Source.
+
+    Args:
+        url: e.g. ``"data/shapes"``, ``"file:///data/shapes"``, ``"s3://bucket/shapes"``.
+        verify: check every shard's xxh3-64 checksum now (reads the whole store); without
+            it shards get the structural checks listed in this module's docstring.
+        cache_dir: where shards of remote stores are cached (default ``$EPOCHAL_CACHE`` or
+            ``~/.cache/epochal/stores``).
+        cache_size: bound on the cache's bytes; least-recently-used shards are evicted.
+        storage_options: passed to fsspec (e.g. ``{"endpoint_url": ...}`` for S3).
+
+    Returns:
+        A :class:`StoreSource`.
+    """
+    loc = locate(url, **dict(storage_options or {}))
+    manifest = read_manifest(loc)
+    cache = None
+    if not loc.is_local:
+        cache = ShardCache(
+            loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir), max_bytes=cache_size
+        )
+    source = StoreSource(loc, manifest, cache=cache)
+    if verify:
+        source.verify()
+    return source
