@@ -46,7 +46,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert {"torch", "epochal"} <= set(names)
     cfg = peers.Config(
         records=N, systems=names, kinds=("fixed",), repeats=1, epoch_seconds=5,
-        resume_seconds=30, workers=(0,), workdir=tmp / "work", out=tmp / "out",
+        resume_seconds=30, workers=(0,), configs=("default",), workdir=tmp / "work", out=tmp / "out",
     )  # fmt: skip
     res = peers.run(cfg, sys.executable)
     res["report"] = peers.write_report(res, cfg.out)

@@ -1,7 +1,8 @@
-"""One measurement of one system, run in its own process: ``python _measure.py SPEC OUT``.
+"""Measurements of one system, run in their own process: ``python _measure.py SPEC OUT``.
 
 SPEC is a JSON object (system, kind, measure, data, raw, config, workers, repeats,
-time_limit, seed); the result is written to OUT as JSON. Measures:
+time_limit, seed), or a list of them run in turn; the result (or list of results) is
+written to OUT as JSON. Measures:
 
 - ``build``: write the dataset in the system's format; seconds and bytes on disk.
 - ``epoch``: shuffled epochs (batch 256), samples/s per repeat, the first repeat's order
@@ -39,9 +40,11 @@ def shuffle_quality(order: np.ndarray, n: int) -> dict[str, float]:
     """Mean |position - source index| / n, and the share of the first 1% from the first 10%.
 
     A uniform global shuffle gives ~1/3 and ~0.10; a sequential read gives 0 and 1.0.
+    ``order`` may be the first part of an epoch (a time-limited run): the mean is then
+    over the positions seen.
     """
     order = np.asarray(order, np.int64)
-    head = order[: max(1, len(order) // 100)]
+    head = order[: max(1, n // 100)]
     return {
         "mean_displacement": float(np.abs(order - np.arange(len(order))).mean() / n),
         "head_from_first_10pct": float((head < n / 10).mean()),
@@ -168,6 +171,7 @@ def _resume(spec: dict[str, Any]) -> dict[str, Any]:
         "expected_samples": len(expected),
         "error": error,
         "quality": shuffle_quality(reference, n),
+        "complete_once": bool(np.array_equal(np.sort(reference), np.arange(n))),
     }
 
 
@@ -201,9 +205,18 @@ def _ranks(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    spec = json.loads(argv[0])
+    """Run one spec (a JSON object) or several in turn (a JSON list), write the result(s)."""
+    specs = json.loads(argv[0])
     measure = {"build": _build, "epoch": _epoch, "resume": _resume, "ranks": _ranks}
-    result = measure[spec["measure"]](spec)
+    if isinstance(specs, dict):
+        result: Any = measure[specs["measure"]](specs)
+    else:
+        result = []
+        for spec in specs:
+            try:
+                result.append(measure[spec["measure"]](spec))
+            except Exception as exc:  # one failed measurement must not hide the others
+                result.append({"error": f"{type(exc).__name__}: {exc}"})
     Path(argv[1]).write_text(json.dumps(result))
     return 0
 

@@ -55,6 +55,24 @@ def headline(results: dict[str, Any], kind: str = "fixed") -> dict[str, Any]:
     return out
 
 
+def results_n(results: dict[str, Any]) -> int:
+    return int(results["config"]["records"])
+
+
+def _quality(res: dict[str, Any], config: str, n: int) -> tuple[dict[str, Any] | None, str]:
+    """A configuration's shuffle quality: from a whole epoch where one was read."""
+    resume = res.get("resume/same") or {}
+    if config == "default" and "quality" in resume:  # the resume run reads a whole epoch
+        return resume["quality"], "yes" if resume.get("complete_once") else "NO"
+    epoch = res.get(f"epoch/{config}/0") or {}
+    q = epoch.get("quality")
+    if not q:
+        return None, ""
+    if q["positions"] < n:
+        return q, "(partial epoch)"
+    return q, "yes" if epoch.get("complete_once") else "NO"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -133,16 +151,17 @@ def _lines(results: dict[str, Any]) -> list[str]:
                 "Uniform global shuffle: mean |displacement|/n ~0.333, first 1% drawn from the "
                 "first 10% ~0.10. Sequential order: 0 and 1.0.", ""]  # fmt: skip
         rows = []
+        n = results_n(results)
         for name, e in systems.items():
             for config in e["settings"]:
-                res = (e.get(kind) or {}).get(f"epoch/{config}/0") or {}
-                q = res.get("quality")
+                q, once = _quality(e.get(kind) or {}, config, n)
                 if q and name != "numpy":
                     rows.append([name, config, f"{q['mean_displacement']:.3f}",
                                  f"{q['head_from_first_10pct']:.3f}",
-                                 f"{q['positions']:,}"])  # fmt: skip
+                                 f"{q['positions']:,}", once])  # fmt: skip
         out += [*_table(["system", "config", "mean abs displacement / n",
-                       "first 1% from first 10%", "positions seen"], rows), ""]  # fmt: skip
+                         "first 1% from first 10%", "positions seen",
+                         "every record exactly once"], rows), ""]  # fmt: skip
         out += ["### Per-rank reads, world_size 4 (default configuration)", ""]
         rows = []
         for name, e in systems.items():

@@ -54,6 +54,8 @@ class Config:
     """Time limit of a resume measurement (it reads one whole epoch first)."""
     workers: tuple[int, ...] = (0, 2)
     """DataLoader worker counts to time."""
+    configs: tuple[str, ...] = ("default", "tuned")
+    """Configurations of each system to time (see the report's Settings table)."""
     workdir: Path = Path.home() / ".cache" / "epochal-peers"
     """Where the datasets and every system's copy are written (kept between runs)."""
     out: Path = REPO / "docs" / "benchmarks"
@@ -85,8 +87,10 @@ def ensure_venv() -> Path:
     return python
 
 
-def _measure(python: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    out = Path(spec["data"]).parent / f".result-{os.getpid()}.json"
+def _measure(python: str, spec: dict[str, Any] | list[dict[str, Any]], timeout: float) -> Any:
+    """Run ``_measure.py`` on ``spec`` (one or a list) in a fresh process; its result(s)."""
+    first = spec if isinstance(spec, dict) else spec[0]
+    out = Path(first["data"]).parent / f".result-{os.getpid()}.json"
     out.unlink(missing_ok=True)
     cmd = [python, str(HERE / "_measure.py"), json.dumps(spec), str(out)]
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(HERE)])}
@@ -150,11 +154,12 @@ def run(cfg: Config, python: str) -> dict[str, Any]:
                         print(f"  {kind:6} {system.name:14} build failed: {res['build']['error']}")
                         continue
             if "epoch" not in cfg.skip:
-                for config in system.settings:
+                for config in [c for c in system.settings if c in cfg.configs]:
                     for workers in (0,) if system.name == "numpy" else cfg.workers:
                         spec = base | {"measure": "epoch", "config": config, "workers": workers}
                         limit = cfg.repeats * (cfg.epoch_seconds + 120) + 60
                         res[f"epoch/{config}/{workers}"] = _measure(python, spec, limit)
+            later: dict[str, dict[str, Any]] = {}  # resume variants and ranks: one process
             if "resume" not in cfg.skip and system.resume.startswith("none"):
                 res["resume/same"] = res["resume/workers"] = {"supported": False}
             elif "resume" not in cfg.skip and system.name != "numpy":
@@ -162,11 +167,16 @@ def run(cfg: Config, python: str) -> dict[str, Any]:
                 if "world" in system.elastic and system.name.startswith("epochal"):
                     variants["world"] = {"resume_world": 2}
                 for label, extra in variants.items():
-                    spec = base | {"measure": "resume", "time_limit": cfg.resume_seconds} | extra
-                    res[f"resume/{label}"] = _measure(python, spec, cfg.resume_seconds + 180)
+                    later[f"resume/{label}"] = (
+                        base | {"measure": "resume", "time_limit": cfg.resume_seconds} | extra
+                    )
             if "ranks" not in cfg.skip and system.name != "numpy":
-                spec = base | {"measure": "ranks", "time_limit": cfg.resume_seconds}
-                res["ranks"] = _measure(python, spec, cfg.resume_seconds * 2)
+                later["ranks"] = base | {"measure": "ranks", "time_limit": cfg.resume_seconds}
+            if later:
+                got = _measure(python, list(later.values()), cfg.resume_seconds * (len(later) + 1))
+                if isinstance(got, dict):  # the whole process failed or timed out
+                    got = [got] * len(later)
+                res.update(zip(later, got))
             print(f"  {kind:6} {system.name:14} done in {time.perf_counter() - t0:6.1f} s",
                   flush=True)  # fmt: skip
     return results
