@@ -120,7 +120,7 @@ def _machine() -> dict[str, Any]:
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}  # fmt: skip
 
 
-def run(cfg: Config, python: str) -> dict[str, Any]:
+def run(cfg: Config, python: str, *, report: bool = False) -> dict[str, Any]:
     """Every measurement for every selected system; returns the results document."""
     chosen = [s for s in SYSTEMS if not cfg.systems or s.name in cfg.systems or s.name == "numpy"]
     results: dict[str, Any] = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
@@ -177,6 +177,8 @@ def run(cfg: Config, python: str) -> dict[str, Any]:
                 if isinstance(got, dict):  # the whole process failed or timed out
                     got = [got] * len(later)
                 res.update(zip(later, got))
+            if report:  # after every system: a cut-short run still leaves a report
+                write_report(results, cfg.out)
             print(f"  {kind:6} {system.name:14} done in {time.perf_counter() - t0:6.1f} s",
                   flush=True)  # fmt: skip
     return results
@@ -188,7 +190,7 @@ def main(argv: list[str]) -> int:
     cfg = tyro.cli(Config, args=argv, prog="benchmarks/peers/run.py",
                    description=__doc__.splitlines()[0])  # fmt: skip
     python = cfg.python or str(ensure_venv())
-    if not cfg.python and Path(sys.executable).resolve() != Path(python).resolve():
+    if not cfg.python and Path(sys.prefix).resolve() != VENV.resolve():
         # the report's versions must be the peers venv's: re-run there
         return subprocess.run([python, __file__, *argv, "--python", python]).returncode
     print(f"peers benchmark: {cfg.records:,} records, systems: {cfg.systems or 'all'}")
