@@ -64,6 +64,8 @@ class Config:
     """Run in this interpreter as it is (default: create/use benchmarks/peers/.venv)."""
     skip: tuple[str, ...] = ()
     """Measurements to skip (build, epoch, resume, ranks)."""
+    report_only: bool = False
+    """Only rewrite the report (and plots) from the results.json already in ``out``."""
 
 
 def _pip(python: Path, *args: str) -> None:
@@ -193,9 +195,12 @@ def main(argv: list[str]) -> int:
     if not cfg.python and Path(sys.prefix).resolve() != VENV.resolve():
         # the report's versions must be the peers venv's: re-run there
         return subprocess.run([python, __file__, *argv, "--python", python]).returncode
+    if cfg.report_only:
+        results = json.loads((cfg.out / "results.json").read_text())
+        print(f"report: {write_report(results, cfg.out)}")
+        return 0
     print(f"peers benchmark: {cfg.records:,} records, systems: {cfg.systems or 'all'}")
-    results = run(cfg, python)
-
+    results = run(cfg, python, report=True)
     path = write_report(results, cfg.out)
     print(f"report: {path}")
     return 0
