@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch  # noqa: F401  (imported before any timing: every loader here needs it)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -208,6 +207,8 @@ def _ranks(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Run one spec (a JSON object) or several in turn (a JSON list), write the result(s)."""
+    import torch  # noqa: F401  (imported before any timing: every loader here needs it)
+
     specs = json.loads(argv[0])
     measure = {"build": _build, "epoch": _epoch, "resume": _resume, "ranks": _ranks}
     if isinstance(specs, dict):
