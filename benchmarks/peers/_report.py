@@ -26,8 +26,12 @@ def _fmt_rate(res: dict[str, Any] | None, base: float | None) -> str:
     if rate is None:
         return "-"
     partial = "" if min(res["covered"]) >= 0.999 else f", {min(res['covered']):.0%} of epoch"
-    ratio = f" = {rate[0] / base:.2f}x" if base else ""
+    ratio = f" = {_ratio(rate[0] / base)}" if base else ""
     return f"{rate[0]:,.0f} ({rate[1]:,.0f}-{rate[2]:,.0f}){ratio}{partial}"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
 
 
 def _base(results: dict[str, Any], kind: str) -> float | None:
