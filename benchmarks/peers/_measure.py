@@ -53,9 +53,17 @@ def shuffle_quality(order: np.ndarray, n: int) -> dict[str, float]:
 
 
 def _peak_rss_mb() -> dict[str, float]:
-    to_mb = 1 / 1024  # ru_maxrss is in KiB on Linux
+    """Peak RSS of this process (VmHWM) and of its largest finished child, in MB.
+
+    ``ru_maxrss`` of RUSAGE_SELF is not used for this process: Linux carries it across
+    ``exec``, so it would start at the peak of the process that started this one.
+    """
+    to_mb = 1 / 1024  # both figures are in KiB
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as f:
+        own = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), own)
     return {
-        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mb,
+        "self": own * to_mb,
         "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb,
     }
 
