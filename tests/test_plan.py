@@ -151,3 +151,29 @@ def test_bad_plans_are_refused(kwargs, message):
 def test_batch_out_of_range():
     with pytest.raises(IndexError, match="batch 3"):
         Plan(num_records=5, batch_size=2).positions(3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    batch_size=st.integers(1, 64),
+    world_size=st.integers(1, 64),
+    start_fraction=st.floats(0, 1),
+    data=st.data(),
+)
+def test_full_positions_match_positions(n, batch_size, world_size, start_fraction, data):
+    rank = data.draw(st.integers(0, world_size - 1))
+    plan = Plan(
+        num_records=n,
+        batch_size=batch_size,
+        world_size=world_size,
+        rank=rank,
+        start=int(start_fraction * n),
+    )
+    rows = plan.full_positions(0, plan.full_batches)
+    assert rows.shape == (plan.full_batches, batch_size)
+    for k in range(plan.full_batches):
+        assert rows[k].tolist() == plan.positions(k).tolist()
+    assert all(plan.repeats(k) == 0 for k in range(plan.full_batches))
+    with pytest.raises(IndexError, match="full batches"):
+        plan.full_positions(0, plan.full_batches + 1)

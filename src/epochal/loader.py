@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,8 +52,7 @@ REPEAT_KEY = "_repeat"  # with_index=True: True for the padded repeats of an epo
 Transform = Callable[[Any, np.random.Generator], Any]
 
 
-@dataclass(frozen=True)
-class _Request:
+class _Request(NamedTuple):
     """What the batch sampler sends to a worker: everything needed to build one batch."""
 
     epoch: int
@@ -77,15 +75,17 @@ class _BatchSampler:
         # ~16K positions instead of one per batch keeps its cost per index at ~30 ns
         # (the first block is one batch, so the first batch of a pass comes at once)
         block = max(1, _ORDER_BLOCK // plan.batch_size)
+        full = plan.full_batches
         starts = itertools.chain([0], range(1, len(plan), block)) if len(plan) else ()
         for first in starts:
-            ks = range(first, min(len(plan), first + (1 if first == 0 else block)))
-            positions = [plan.positions(k) for k in ks]
-            indices = np.split(
-                order.index(np.concatenate(positions)), np.cumsum([len(p) for p in positions[:-1]])
-            )
-            for k, batch_indices in zip(ks, indices):
-                yield _Request(epoch, batch_indices, plan.repeats(k))
+            stop = min(len(plan), first + (1 if first == 0 else block))
+            if first < full:
+                positions = plan.full_positions(first, min(stop, full))
+                rows = order.index(positions.ravel()).reshape(positions.shape)
+                for batch_indices in rows:
+                    yield _Request(epoch, batch_indices, 0)
+            for k in range(max(first, full), stop):  # the final partial batch, if any
+                yield _Request(epoch, order.index(plan.positions(k)), plan.repeats(k))
 
     def __len__(self) -> int:
         return 0 if self.plan is None else len(self.plan)

@@ -75,6 +75,25 @@ class Plan:
         full, partial = divmod(remaining, self.global_batch_size)
         return full + (1 if partial and not self.drop_last else 0)
 
+    @property
+    def full_batches(self) -> int:
+        """Batches of this pass in which every rank has ``batch_size`` positions (they come first)."""
+        return (self.num_records - self.start) // self.global_batch_size
+
+    def full_positions(self, first: int, stop: int) -> np.ndarray:
+        """Positions of this rank's full batches ``first..stop-1``, one row per batch (int64).
+
+        The vectorised form of :meth:`positions` for ``stop <= full_batches``.
+        """
+        if not 0 <= first <= stop <= self.full_batches:
+            raise IndexError(
+                f"full batches {first}..{stop - 1} are out of range: this pass has "
+                f"{self.full_batches} full batches"
+            )
+        ks = np.arange(first, stop, dtype=np.int64)[:, None]
+        offset = self.start + self.rank * self.batch_size
+        return offset + ks * self.global_batch_size + np.arange(self.batch_size, dtype=np.int64)
+
     def _check_batch(self, k: int) -> None:
         if not 0 <= k < len(self):
             raise IndexError(f"batch {k} is out of range for a plan of {len(self)} batches")
