@@ -272,6 +272,11 @@ other = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.
     ("EPL006", "string replace of module. in a file that loads nothing", """\
 names = [n.replace("module.", "") for n, _ in model.named_parameters()]
 """, set()),
+    ("EPL006", "text that starts with the word module is not the prefix", """\
+sd = torch.load(path)
+model.load_state_dict(sd)
+message = f"module {name!r} is not installed"
+""", set()),
     # ---- EPL007 (P9) ----
     ("EPL007", "torch.save of the model inside the epoch loop", """\
 import torch

@@ -38,7 +38,9 @@ def _mentions_prefix(node: ast.AST | None) -> bool:
     return (
         isinstance(node, ast.Constant)
         and isinstance(node.value, str)
-        and (node.value.lstrip("^").startswith("module"))
+        # the prefix itself ("module." or the regex "module\\."), not any text that
+        # merely starts with the word, like f"module {name!r} is missing"
+        and node.value.lstrip("^").startswith(("module.", "module\\."))
     )
 
 
