@@ -6,8 +6,6 @@ import json
 import multiprocessing as mp
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -206,24 +204,3 @@ def test_loader_reads_the_store_with_workers(tmp_path):
             np.testing.assert_array_equal(np.asarray(batch["image"][j]), want["image"])
             assert batch["raw"][j] == want["raw"] and batch["text"][j] == want["text"]
     assert sorted(seen) == list(range(n))
-
-
-def test_import_epochal_stays_light():
-    code = "import sys, epochal; epochal.open; print(sorted({'pyarrow', 'fsspec', 'xxhash'} & set(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        check=True,
-    )
-    assert out.stdout.strip() == "['fsspec', 'pyarrow', 'xxhash']"  # on first use of the store only
-    code = "import sys, epochal; print(sorted({'pyarrow', 'fsspec', 'xxhash'} & set(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        check=True,
-    )
-    assert out.stdout.strip() == "[]"
