@@ -24,7 +24,7 @@ from epochal._errors import Error, StateError
 from epochal.order import Order, make_order
 from epochal.plan import Plan
 from epochal.rng import GlobalRNGs, SampleRNGs, sample_seed
-from epochal.sources._protocol import get_many
+from epochal.sources._protocol import fingerprint_of, get_many, is_batched
 
 if TYPE_CHECKING:
     from epochal.sampling import Sampler
@@ -193,7 +193,7 @@ class _Fetcher:
             return [self._transform(r, epoch, i) for r, i in zip(records, indices)]
         with GlobalRNGs() as global_rngs:
             batch_read: list[Any] | None = None
-            if self.deterministic or _batched(self.source):
+            if self.deterministic or is_batched(self.source):
                 if not self.deterministic:
                     # the dataset reads the whole batch in one call, so the global RNGs can
                     # only be seeded once around it, from the batch's first record
@@ -212,11 +212,6 @@ class _Fetcher:
         return self.transform(record, self._rngs(epoch, index))
 
 
-def _batched(source: Any) -> bool:
-    batched = getattr(source, "batched", None)
-    return bool(batched) if batched is not None else callable(getattr(source, "get_many", None))
-
-
 def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
         import torch.distributed as dist
@@ -231,13 +226,6 @@ def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise Error(f"rank must be in [0, world_size={world_size}), got {rank}")
     return rank, world_size
-
-
-def _fingerprint(source: Any) -> str:
-    own = getattr(source, "fingerprint", None)
-    if isinstance(own, str):
-        return own
-    return f"{type(source).__module__}.{type(source).__qualname__}"
 
 
 class Loader:
@@ -352,7 +340,7 @@ class Loader:
                 f"{self.global_batch_size} (batch_size {batch_size} x world_size "
                 f"{self.world_size}) would yield no batch; lower batch_size or set drop_last=False"
             )
-        self.fingerprint = _fingerprint(source)
+        self.fingerprint = fingerprint_of(source)
         self._epoch = 0
         self._position = 0
         self._generation = 0

@@ -6,7 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Record", "Source"]
+__all__ = ["Record", "Source", "fingerprint_of", "get_many", "is_batched"]
 
 Record = dict[str, Any]
 """A record is a dict of columns (a map-style Dataset may return any picklable object)."""
@@ -51,3 +51,17 @@ def get_many(source: Any, indices: np.ndarray) -> list[Any]:
     if fast is not None:
         return list(fast(indices))
     return [source[int(i)] for i in indices]
+
+
+def is_batched(source: Any) -> bool:
+    """Whether ``source`` reads a batch in one call: its ``batched`` flag, else a ``get_many``."""
+    batched = getattr(source, "batched", None)
+    return bool(batched) if batched is not None else callable(getattr(source, "get_many", None))
+
+
+def fingerprint_of(source: Any) -> str:
+    """``source.fingerprint`` when it has one, else its type and length (no data is read)."""
+    own = getattr(source, "fingerprint", None)
+    if isinstance(own, str):
+        return own
+    return f"{type(source).__module__}.{type(source).__qualname__}:{len(source)}"

@@ -20,7 +20,7 @@ import numpy as np
 from epochal._errors import Error
 from epochal.order import ShuffledOrder, _splitmix64
 from epochal.sources._joined import JoinedColumns
-from epochal.sources._protocol import get_many
+from epochal.sources._protocol import fingerprint_of, get_many, is_batched
 
 __all__ = ["ConcatSource", "SubsetSource", "concat", "split", "subset"]
 
@@ -36,18 +36,6 @@ def _check_source(source: Any, what: str) -> int:
     if n < 1:
         raise Error(f"{what} got an empty source ({source!r} has no records)")
     return n
-
-
-def _source_fingerprint(source: Any) -> str:
-    own = getattr(source, "fingerprint", None)
-    if isinstance(own, str):
-        return own
-    return f"{type(source).__module__}.{type(source).__qualname__}:{len(source)}"
-
-
-def _batched(source: Any) -> bool:
-    batched = getattr(source, "batched", None)
-    return bool(batched) if batched is not None else callable(getattr(source, "get_many", None))
 
 
 class SubsetSource:
@@ -90,7 +78,7 @@ class SubsetSource:
     @property
     def batched(self) -> bool:
         """Whether reading many records at once is cheaper than one by one (the parent's)."""
-        return _batched(self.source)
+        return is_batched(self.source)
 
     def get_many(self, indices: np.ndarray) -> list[Any]:
         """The records ``indices`` of the subset, through the parent's batch path."""
@@ -109,7 +97,7 @@ class SubsetSource:
         """Hash of the parent's fingerprint and the subset's indices."""
         if self._fingerprint is None:
             digest = hashlib.blake2b(digest_size=8)
-            digest.update(_source_fingerprint(self.source).encode())
+            digest.update(fingerprint_of(self.source).encode())
             digest.update(self.indices.tobytes())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
@@ -244,7 +232,7 @@ class ConcatSource:
     @property
     def batched(self) -> bool:
         """Whether every source reads batches faster than single records."""
-        return all(_batched(s) for s in self.sources)
+        return all(is_batched(s) for s in self.sources)
 
     def _parts(self, indices: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(source number, batch slots, local indices)`` for each source the batch reads."""
@@ -304,7 +292,7 @@ class ConcatSource:
         if self._fingerprint is None:
             digest = hashlib.blake2b(digest_size=8)
             for s in self.sources:
-                digest.update(_source_fingerprint(s).encode() + b"\0")
+                digest.update(fingerprint_of(s).encode() + b"\0")
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
