@@ -58,19 +58,39 @@ def _timed(fn: Callable[[], int]) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def _loaders(images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, Any]:
+def _second_file(images: np.ndarray, directory: Path) -> np.ndarray:
+    """The second half of ``images`` copied to a file of its own, after a 1-byte header:
+    its records then start at no whole number of records from the first file's, so the
+    mixture gathers them by byte address (the general path, see ``sources/_joined.py``)."""
+    half = len(images) // 2
+    path = directory / "second.u8"
+    copy = np.memmap(path, dtype=np.uint8, mode="w+", offset=128, shape=images[half:].shape)
+    copy[:] = images[half:]
+    copy.flush()
+    del copy
+    copy = np.memmap(path, dtype=np.uint8, mode="r", offset=128, shape=images[half:].shape)
+    copy.sum(dtype=np.uint64)  # page cache warm, as for the first file
+    return copy
+
+
+def _loaders(
+    images: np.ndarray, labels: np.ndarray, second_file: np.ndarray, batch_size: int
+) -> dict[str, Any]:
     n = len(labels)
     source = epochal.from_arrays(image=images, label=labels)
     half = n // 2
     first = epochal.from_arrays(image=images[:half], label=labels[:half])
     second = epochal.from_arrays(image=images[half:], label=labels[half:])
-    mixture = epochal.mix({first: 0.7, second: 0.3}, exhaustion="restart", samples_per_epoch=n)
+    halves = epochal.mix({first: 0.7, second: 0.3}, exhaustion="restart", samples_per_epoch=n)
+    other = epochal.from_arrays(image=second_file, label=labels[half:].copy())
+    files = epochal.mix({first: 0.7, other: 0.3}, exhaustion="restart", samples_per_epoch=n)
     a, b = epochal.split(source, [0.5, 0.5], seed=0)
     mixed_splits = epochal.mix({a: 0.7, b: 0.3}, exhaustion="restart", samples_per_epoch=n)
     weights = np.random.default_rng(1).random(n)
     return {
         "plain shuffled Loader": epochal.Loader(source, batch_size),
-        "mix of 2 separate arrays, 0.7/0.3": epochal.Loader(mixture, batch_size),
+        "mix of 2 halves of one memmap, 0.7/0.3": epochal.Loader(halves, batch_size),
+        "mix of 2 memmap files (unaligned), 0.7/0.3": epochal.Loader(files, batch_size),
         "mix of 2 splits of one source, 0.7/0.3": epochal.Loader(mixed_splits, batch_size),
         "WeightedSampler, replacement": epochal.Loader(
             source, batch_size, sampler=epochal.WeightedSampler(weights)
@@ -86,7 +106,8 @@ def run(cfg: Config) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
         images, labels = benchmark_data(Path(tmp), cfg.records)
-        loaders = _loaders(images, labels, cfg.batch_size)
+        second_file = _second_file(images, Path(tmp))
+        loaders = _loaders(images, labels, second_file, cfg.batch_size)
         rates: dict[str, list[float]] = {name: [] for name in loaders}
         for _ in range(cfg.repeats):
             for name, loader in loaders.items():
@@ -101,7 +122,7 @@ def run(cfg: Config) -> list[tuple[str, str, str]]:
                     f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
                 )
             rows.append((name, result, "" if values is plain else ">= 0.8x"))
-        del loaders
+        del loaders, second_file
     if cfg.big:
         weights = np.random.default_rng(2).random(cfg.big)
         sampler = epochal.WeightedSampler(weights, replacement=False)

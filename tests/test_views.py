@@ -199,3 +199,27 @@ def test_concat_of_array_sources_gathers_in_one_pass_equal_to_the_fallback():
         joined.get_columns(np.array([0, 28]))
     strided = epochal.from_arrays(x=np.zeros((6, 4))[:, ::2], y=np.arange(6))
     assert epochal.concat(parts[0], strided)._joined is None
+
+
+@pytest.mark.parametrize("gap", [0, 15, 16, 1])
+def test_joined_gather_by_rows_and_by_bytes_equals_per_source_reads(gap):
+    """Sources a whole number of records apart are gathered as rows of one span (a take),
+    others by byte address; both give each source's own records, in batch order."""
+    rng = np.random.default_rng(gap)
+    buffer = rng.integers(0, 255, 40 * 15 + gap, dtype=np.uint8)
+    first = buffer[: 20 * 15].reshape(20, 5, 3)
+    second = buffer[20 * 15 + gap :].reshape(20, 5, 3)
+    sources = [
+        epochal.from_arrays(x=first, y=np.arange(20)),
+        epochal.from_arrays(x=second, y=np.arange(20) + 100),
+    ]
+    joined = epochal.concat(*sources)
+    indices = rng.integers(0, 40, 300)
+    got = joined.get_columns(indices)
+    by_rows = {c.name: c.scale == 1 for c in joined._joined._columns}
+    assert by_rows["x"] == (gap % 15 == 0)
+    for name in ("x", "y"):
+        expected = [sources[i // 20][i % 20][name] for i in indices.tolist()]
+        assert np.array_equal(got[name], np.stack(expected))
+    with pytest.raises(IndexError, match="record index -1 is out of range"):
+        joined.get_columns(np.array([3, -1]))

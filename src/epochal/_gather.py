@@ -31,8 +31,9 @@ class AddressSpace:
         assert spans, "an address space needs at least one region"
         self.lo = min(a for a, _ in spans)
         self.hi = max(b for _, b in spans)
-        self._raw = (ctypes.c_char * (self.hi - self.lo)).from_address(self.lo)
-        self.memory = memoryview(self._raw).cast("B")  # slices copy bytes out of any region
+        # the whole range as one ctypes array: the buffer every view is built on
+        self.raw = (ctypes.c_char * (self.hi - self.lo)).from_address(self.lo)
+        self.memory = memoryview(self.raw).cast("B")  # slices copy bytes out of any region
         self._items: dict[int, np.ndarray] = {}
 
     def covers(self, regions: Iterable[tuple[int, int]]) -> bool:
@@ -45,7 +46,7 @@ class AddressSpace:
             count = self.hi - self.lo - itemsize + 1
             assert count > 0, (itemsize, self.hi - self.lo)
             view = np.ndarray(
-                (count,), dtype=np.dtype((np.void, itemsize)), buffer=self._raw, strides=(1,)
+                (count,), dtype=np.dtype((np.void, itemsize)), buffer=self.raw, strides=(1,)
             )
             view.flags.writeable = False
             self._items[itemsize] = view

@@ -46,7 +46,7 @@ STATE_KEYS = (
 )
 SAMPLER_KEY = "sampler"  # only in the states of loaders with a sampler: its description
 INDEX_KEY = "_index"  # with_index=True: the record index of each sample
-_ORDER_BLOCK = 16_384  # positions whose order the batch sampler computes in one call
+_ORDER_BLOCK = 65_536  # positions whose order the batch sampler computes in one call
 REPEAT_KEY = "_repeat"  # with_index=True: True for the padded repeats of an epoch's last batch
 
 Transform = Callable[[Any, np.random.Generator], Any]

@@ -158,22 +158,27 @@ class _MixtureOrder(Order):
         flat = array.ravel().astype(np.int64)
         block, slot = np.divmod(flat, sampler.period)
         which = sampler.table[slot]
-        draws = block * sampler.counts[which] + sampler.rank[slot]
+        draws = block * sampler.slot_counts[slot]
+        draws += sampler.rank[slot]
         out = np.empty_like(flat)
         for i in range(sampler.k):
             where = np.flatnonzero(which == i)
             if not where.size:
                 continue
-            cycles, local = np.divmod(draws[where], sampler.sizes[i])
-            if self._shuffle:
-                first, last = int(cycles.min()), int(cycles.max())
-                if first == last:
+            mine, size = draws[where], sampler.sizes[i]
+            first, last = int(mine.min()) // size, int(mine.max()) // size
+            if first == last:  # one cycle of the source (the usual case): no division
+                local = mine - first * size if first else mine
+                if self._shuffle:
                     local = self._component(i, first).index(local)
-                else:
+            else:
+                cycles, local = np.divmod(mine, size)
+                if self._shuffle:
                     for cycle in range(first, last + 1):
                         hit = cycles == cycle
                         local[hit] = self._component(i, cycle).index(local[hit])
-            out[where] = local + sampler.offsets[i]
+            local += sampler.offsets[i]
+            out[where] = local
         return out.reshape(array.shape)
 
 
@@ -210,6 +215,7 @@ class MixtureSampler(Sampler):
         self.counts = np.asarray(counts, dtype=np.int64)
         self.exhaustion = exhaustion
         self.table = schedule(list(counts), period)
+        self.slot_counts = self.counts[self.table]  # draws of the slot's source per period
         self.rank = np.empty(period, dtype=np.int64)  # draws of the slot's source before it
         self._slots = []
         for i in range(self.k):

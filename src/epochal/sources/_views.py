@@ -209,14 +209,15 @@ class ConcatSource:
         which = np.searchsorted(self.offsets, indices, side="right") - 1
         return which, indices - self.offsets[which]
 
-    def _locate_checked(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+    def _checked(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        # one pass for both ends: negative indices wrap around to huge unsigned values
+        if indices.size and int(indices.view(np.uint64).max()) >= len(self):
             bad = int(indices[(indices < 0) | (indices >= len(self))][0])
             raise IndexError(
                 f"record index {bad} is out of range for a concat of {len(self)} records"
             )
-        return self.locate(indices)
+        return indices
 
     def __getitem__(self, index: int) -> Any:
         index = int(index)
@@ -264,7 +265,7 @@ class ConcatSource:
         if self._flat is not None:
             return self._flat.get_columns(indices)  # type: ignore[misc]
         if self._joined is not None:
-            return self._joined.gather(*self._locate_checked(indices))
+            return self._joined.gather(self._checked(indices))
         parts = self._parts(indices)
         if len(parts) == 1:
             k, _, local = parts[0]
