@@ -212,6 +212,18 @@ class _Fetcher:
         return self.transform(record, self._rngs(epoch, index))
 
 
+def _start_worker(worker_id: int) -> None:
+    """Worker start-up: batches travel through named shared memory ("file_system"), which
+    the main process opens by name, instead of a file descriptor per tensor passed over a
+    socket after an authentication handshake (about 0.5 ms of both processes' time per
+    tensor, per batch). Only this worker's setting changes; torch's shared-memory manager
+    removes the segments even after a SIGKILL."""
+    import torch.multiprocessing
+
+    if "file_system" in torch.multiprocessing.get_all_sharing_strategies():
+        torch.multiprocessing.set_sharing_strategy("file_system")
+
+
 def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
         import torch.distributed as dist
@@ -368,6 +380,7 @@ class Loader:
                 batch_sampler=self._sampler,  # type: ignore[arg-type]
                 num_workers=num_workers,
                 collate_fn=_identity,
+                worker_init_fn=_start_worker,
                 pin_memory=pin_memory,
                 # a private generator: creating an iterator never draws from the global RNG
                 generator=torch.Generator().manual_seed(seed & (1 << 63) - 1),
