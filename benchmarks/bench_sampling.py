@@ -37,6 +37,9 @@ class Config:
     """Samples per batch."""
     repeats: int = 5
     """Interleaved rounds; the table shows medians."""
+    stores: bool = True
+    """Also compare a mixture of two stores with one store of the same records (writes
+    about twice the dataset to the work directory)."""
     big: int = 10_000_000
     """Records for the without-replacement per-epoch pass (0 skips it)."""
     workdir: Path | None = None
@@ -101,6 +104,48 @@ def _loaders(
     }
 
 
+def _store_loaders(
+    images: np.ndarray, labels: np.ndarray, directory: Path, batch_size: int
+) -> dict[str, Any]:
+    """The same records written as one store and as two stores of one half each."""
+    n, half = len(labels), len(labels) // 2
+
+    def records(lo: int, hi: int) -> Any:
+        for i in range(lo, hi):
+            yield {"image": images[i], "label": labels[i]}
+
+    epochal.write(records(0, n), directory / "all")
+    epochal.write(records(0, half), directory / "first")
+    epochal.write(records(half, n), directory / "second")
+    first, second = epochal.open(directory / "first"), epochal.open(directory / "second")
+    mixture = epochal.mix({first: 0.7, second: 0.3}, exhaustion="restart", samples_per_epoch=n)
+    return {
+        "one store (plain shuffled Loader)": epochal.Loader(
+            epochal.open(directory / "all"), batch_size
+        ),
+        "mix of 2 stores, 0.7/0.3": epochal.Loader(mixture, batch_size),
+    }
+
+
+def _compare(loaders: dict[str, Any], base: str, repeats: int) -> list[tuple[str, str, str]]:
+    """Interleaved rounds of one epoch per loader; ratios to ``base`` per round."""
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(repeats):
+        for name, loader in loaders.items():
+            rates[name].append(_timed(_epoch(loader)))
+    rows = []
+    for name, values in rates.items():
+        result = f"{statistics.median(values):,.0f} samples/s"
+        if name != base:
+            ratios = [v / p for v, p in zip(values, rates[base])]
+            result += (
+                f" = {statistics.median(ratios):.2f}x plain "
+                f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
+            )
+        rows.append((name, result, "" if name == base else ">= 0.8x"))
+    return rows
+
+
 def run(cfg: Config) -> list[tuple[str, str, str]]:
     """Every measurement as (name, result, target) rows."""
     rows: list[tuple[str, str, str]] = []
@@ -108,21 +153,12 @@ def run(cfg: Config) -> list[tuple[str, str, str]]:
         images, labels = benchmark_data(Path(tmp), cfg.records)
         second_file = _second_file(images, Path(tmp))
         loaders = _loaders(images, labels, second_file, cfg.batch_size)
-        rates: dict[str, list[float]] = {name: [] for name in loaders}
-        for _ in range(cfg.repeats):
-            for name, loader in loaders.items():
-                rates[name].append(_timed(_epoch(loader)))
-        plain = rates["plain shuffled Loader"]
-        for name, values in rates.items():
-            ratios = [v / p for v, p in zip(values, plain)]
-            result = f"{statistics.median(values):,.0f} samples/s"
-            if values is not plain:
-                result += (
-                    f" = {statistics.median(ratios):.2f}x plain "
-                    f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
-                )
-            rows.append((name, result, "" if values is plain else ">= 0.8x"))
+        rows += _compare(loaders, "plain shuffled Loader", cfg.repeats)
         del loaders, second_file
+        if cfg.stores:
+            stores = _store_loaders(images, labels, Path(tmp), cfg.batch_size)
+            rows += _compare(stores, "one store (plain shuffled Loader)", cfg.repeats)
+            del stores
     if cfg.big:
         weights = np.random.default_rng(2).random(cfg.big)
         sampler = epochal.WeightedSampler(weights, replacement=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,8 @@ def test_joined_gather_by_rows_and_by_bytes_equals_per_source_reads(gap):
         assert np.array_equal(got[name], np.stack(expected))
     with pytest.raises(IndexError, match="record index -1 is out of range"):
         joined.get_columns(np.array([3, -1]))
+    # pickled after use: the views over this process's memory stay behind
+    pickled = pickle.dumps(joined)
+    assert len(pickled) < 4_000
+    again = pickle.loads(pickled).get_columns(indices)
+    assert all(np.array_equal(again[name], got[name]) for name in got)

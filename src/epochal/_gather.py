@@ -17,10 +17,21 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["AddressSpace"]
+__all__ = ["AddressSpace", "RecordLayout"]
+
+
+class RecordLayout(NamedTuple):
+    """A fixed-size column as memory: each record is ``itemsize`` contiguous bytes that
+    read as ``dtype`` with ``shape`` (what a gather by address needs to know)."""
+
+    name: str
+    itemsize: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
 
 
 class AddressSpace:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
+from epochal._gather import RecordLayout
 
 __all__ = ["ArraySource", "from_arrays"]
 
@@ -68,6 +69,23 @@ class ArraySource:
             name: np.take(array, indices, axis=0) if array.flags.c_contiguous else array[indices]
             for name, array in self.columns.items()
         }
+
+    def _record_layout(self) -> tuple[RecordLayout, ...] | None:
+        """Columns' layouts, for gathers across sources (see ``sources/_joined``)."""
+        layouts = []
+        for name, array in self.columns.items():
+            if not array.flags.c_contiguous or array.dtype.hasobject:
+                return None
+            row = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+            layouts.append(RecordLayout(name, row, array.dtype, array.shape[1:]))
+        return tuple(layouts)
+
+    def _address_table(self) -> tuple[np.ndarray, list[np.ndarray], list[tuple[int, int]]]:
+        """The columns as one piece of memory each (see ``sources/_joined``)."""
+        arrays = list(self.columns.values())
+        starts = np.array([0, self._n], dtype=np.int64)
+        bases = [np.array([array.ctypes.data], dtype=np.int64) for array in arrays]
+        return starts, bases, [(array.ctypes.data, array.nbytes) for array in arrays]
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """The records ``indices``, gathered per column and split into records."""

@@ -1,4 +1,4 @@
-"""One gather over the columns of several array sources, as if they were one array.
+"""One gather over the columns of several sources, as if they were one array.
 
 A batch drawn from several in-memory or memory-mapped sources (a mixture, a concat) would
 otherwise be gathered per source and then copied into batch order: two passes over the
@@ -14,9 +14,21 @@ pass, in batch order, over a view that spans every source's buffer:
 - **bytes**: otherwise, an :class:`~epochal._gather.AddressSpace` with an item at every
   byte, and one fancy-index of record addresses (about 5% slower than ``take``).
 
-The views are built lazily in each process (addresses differ after ``spawn``); the
-sources they cover are referenced by the concat, so their buffers stay mapped. Indices
-are bounds-checked by the caller before they reach a view.
+Other sources whose columns all have fixed-size records (local stores) take part through
+two private hooks, and :class:`AddressedColumns` gathers a batch of theirs by byte
+address in one pass too:
+
+- ``_record_layout() -> tuple[RecordLayout, ...] | None``: each column's record size,
+  dtype and shape (None when some column is variable-size);
+- ``_address_table() -> (starts, bases, regions)``: the source's records as pieces laid
+  out in memory (a store's shards, mapped by the call): piece ``p`` holds records
+  ``starts[p]..starts[p+1]-1``, whose bytes in column ``j`` start at the absolute address
+  ``bases[j][p]``, one record every ``itemsize`` bytes; ``regions`` are the
+  ``(address, size)`` of every buffer those records lie in.
+
+The views are built lazily in each process (addresses differ after ``spawn``) and are
+never pickled; the sources they cover are referenced by the concat, so their buffers stay
+mapped. Indices are bounds-checked by the caller before they reach a view.
 """
 
 from __future__ import annotations
@@ -26,9 +38,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from epochal._gather import AddressSpace
+from epochal._gather import AddressSpace, RecordLayout
 
-__all__ = ["JoinedColumns"]
+__all__ = ["AddressedColumns", "JoinedColumns"]
+
+
+def _which(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The source number of each index, given the sources' first indices ``offsets``."""
+    if len(offsets) == 2:  # a comparison is 4x cheaper than a search
+        return (indices >= offsets[1]).view(np.uint8)
+    return np.searchsorted(offsets, indices, side="right") - 1
 
 
 class _Column(NamedTuple):
@@ -94,11 +113,9 @@ class JoinedColumns:
             self._columns.append(_Column(name, view, shifts, shift, scale, array.dtype, shape))
         self._pid = os.getpid()
 
-    def _which(self, indices: np.ndarray) -> np.ndarray:
-        """The source number of each index."""
-        if len(self._offsets) == 2:  # a comparison is 4x cheaper than a search
-            return (indices >= self._offsets[1]).view(np.uint8)
-        return np.searchsorted(self._offsets, indices, side="right") - 1
+    def __getstate__(self) -> dict[str, Any]:
+        # the views span other memory of this process: never pickle them
+        return {**self.__dict__, "_pid": -1, "_columns": []}
 
     def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Column arrays of the concatenation's records ``indices`` (int64, in range)."""
@@ -113,7 +130,7 @@ class JoinedColumns:
                 positions = indices * column.scale + column.shift
             else:
                 if which is None:
-                    which = self._which(indices)
+                    which = _which(self._offsets, indices)
                 positions = indices * column.scale + column.shifts[which]
             if column.scale == 1:
                 out[column.name] = np.take(column.view, positions, axis=0)
@@ -121,3 +138,67 @@ class JoinedColumns:
                 rows = column.view[positions]
                 out[column.name] = rows.view(column.dtype).reshape(len(indices), *column.shape)
         return out
+
+
+class AddressedColumns:
+    """Gathers records of sources that map their records to memory piece by piece (see
+    the module docstring), by index into their concatenation, in one pass per column.
+
+    The sources' pieces (a store's shards, an array) make one table: record ``i`` of
+    piece ``p`` is at ``base[p] + (i - start[p]) * itemsize`` in each column, which is
+    the same arithmetic as one store's gather, over every source's shards at once.
+    """
+
+    def __init__(self, sources: tuple[Any, ...], layout: tuple[RecordLayout, ...]) -> None:
+        self._sources = sources
+        self._layout = layout
+        sizes = [len(s) for s in sources]
+        self._offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self._pid = -1
+        self._space: AddressSpace | None = None
+        self._starts = np.zeros(1, dtype=np.int64)
+        self._bases: list[np.ndarray] = []
+
+    @staticmethod
+    def layout_of(sources: tuple[Any, ...]) -> tuple[RecordLayout, ...] | None:
+        """The sources' common record layout, or None when they have none in common."""
+        if len(sources) < 2 or not all(
+            callable(getattr(s, "_address_table", None)) for s in sources
+        ):
+            return None
+        layouts = [s._record_layout() for s in sources]
+        first = layouts[0]
+        return first if first is not None and all(lay == first for lay in layouts) else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the table and the view hold addresses of this process: never pickle them
+        return {**self.__dict__, "_pid": -1, "_space": None, "_bases": []}
+
+    def _build(self) -> None:
+        starts: list[np.ndarray] = []
+        bases: list[list[np.ndarray]] = [[] for _ in self._layout]
+        regions: list[tuple[int, int]] = []
+        for offset, source in zip(self._offsets.tolist(), self._sources, strict=True):
+            first, columns, mapped = source._address_table()
+            starts.append(first[:-1] + offset)
+            for per_column, base in zip(bases, columns, strict=True):
+                per_column.append(base)
+            regions.extend(mapped)
+        self._space = AddressSpace(regions)
+        self._starts = np.concatenate(starts)
+        self._bases = [np.concatenate(b) - self._space.lo for b in bases]
+        self._pid = os.getpid()
+
+    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Column arrays of the concatenation's records ``indices`` (int64, in range)."""
+        if self._pid != os.getpid():
+            self._build()
+        assert self._space is not None
+        piece = np.searchsorted(self._starts, indices, side="right") - 1
+        local = indices - self._starts[piece]
+        n = len(indices)
+        columns = {}
+        for column, base in zip(self._layout, self._bases, strict=True):
+            items = self._space.items(column.itemsize)[local * column.itemsize + base[piece]]
+            columns[column.name] = items.view(column.dtype).reshape(n, *column.shape)
+        return columns

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from epochal._gather import AddressSpace
+from epochal._gather import AddressSpace, RecordLayout
 from epochal.store._columns import ColumnView, arrow_schema, as_records
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
@@ -157,18 +157,7 @@ class StoreSource:
         if int(idx.view(np.uint64).max()) >= self._n:
             bad = idx[(idx < 0) | (idx >= self._n)][0]
             raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
-        self._reset_after_fork()
-        if len(self._starts) == 2:  # one shard
-            sid, local = 0, idx
-            if not self._open:
-                self._shard(0)
-        else:
-            sid = np.searchsorted(self._starts, idx, side="right") - 1
-            local = idx - self._starts[sid]
-            if len(self._open) < len(self.manifest.shards):
-                for k in set(np.unique(sid).tolist()) - self._open.keys():
-                    self._shard(k)
-        layout = self._layout or self._build_layout()
+        sid, local, layout = self._locate(idx)
         space = layout.space
         out: dict[str, np.ndarray | list[Any]] = {}
         for j, column in enumerate(self.columns):
@@ -192,6 +181,39 @@ class StoreSource:
                 items = space.items(itemsize)[layout.first[j][sid] + local * itemsize]
                 out[column.name] = as_records(column, items)
         return out
+
+    def _locate(self, idx: np.ndarray) -> tuple[np.ndarray | int, np.ndarray, _Layout]:
+        """Shard and index within it of each in-range index, with the shards mapped."""
+        self._reset_after_fork()
+        if len(self._starts) == 2:  # one shard
+            if not self._open:
+                self._shard(0)
+            return 0, idx, self._layout or self._build_layout()
+        sid = np.searchsorted(self._starts, idx, side="right") - 1
+        local = idx - self._starts[sid]
+        if len(self._open) < len(self.manifest.shards):
+            for k in set(np.unique(sid).tolist()) - self._open.keys():
+                self._shard(k)
+        return sid, local, self._layout or self._build_layout()
+
+    def _record_layout(self) -> tuple[RecordLayout, ...] | None:
+        """Fixed-size columns' layouts, for gathers across sources (see ``sources/_joined``).
+
+        None for variable-size columns, and for remote stores, whose shards are fetched
+        only when a batch needs them (the joined gather maps every shard up front).
+        """
+        if self._cache is not None or any(c.kind in ("bytes", "str") for c in self.columns):
+            return None
+        return tuple(RecordLayout(c.name, c.itemsize, c.numpy_dtype, c.shape) for c in self.columns)
+
+    def _address_table(self) -> tuple[np.ndarray, list[np.ndarray], list[tuple[int, int]]]:
+        """Every shard mapped, as pieces of memory (see ``sources/_joined``)."""
+        for k in range(len(self.manifest.shards)):
+            self._shard(k)
+        layout = self._layout or self._build_layout()
+        bases = [first + layout.space.lo for first in layout.first]
+        regions = [r for s in self._open.values() for v in s.views for r in v.regions()]
+        return self._starts, bases, regions
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """Records ``indices`` as dicts, gathered per column first."""
