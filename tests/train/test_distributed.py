@@ -64,6 +64,38 @@ def test_eval_metrics_reduce_across_ranks_without_the_padded_repeats(tmp_path: P
         assert result["correct"] == 3 / 5
 
 
+def _restore_missing_step_worker(rank: int, port: int, directory: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model = nn.Linear(2, 2)
+        checkpointer = Checkpointer(directory, async_save=False)
+        checkpointer.save(3, model=model)
+        try:
+            checkpointer.restore(step=7, model=model)
+            message = "no error"
+        except Exception as err:  # every rank must raise, none may wait for the others
+            message = f"{type(err).__name__}: {err}"
+        Path(out, f"rank{rank}.txt").write_text(message)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_restore_of_a_missing_step_raises_on_every_rank(tmp_path: Path) -> None:
+    """Only rank 0 reads the commit records; its error must reach the other ranks, which
+    would otherwise wait forever for the step to load."""
+    mp.spawn(
+        _restore_missing_step_worker,
+        args=(_free_port(), str(tmp_path / "checkpoints"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    messages = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("StateError: no checkpoint of step 7")
+    assert "saved steps: [3]" in messages[0]
+
+
 def test_mean_metrics_single_process_and_shape_checks() -> None:
     metrics = MeanMetrics()
     metrics.update(None, loss=torch.tensor([1.0, 3.0]))

@@ -410,12 +410,22 @@ class Checkpointer:
     def _pick(
         self, step: int | None, map_location: Any
     ) -> tuple[dict[str, Any] | None, Path | None]:
-        """Rank 0 chooses the checkpoint and tells the others, so that all ranks load one step."""
-        chosen = self._choose(step) if get_rank() == 0 else None
+        """Rank 0 chooses the checkpoint and tells the others, so that all ranks load one
+        step; when it cannot (a missing or unusable ``step``), every rank raises its error
+        instead of the others waiting for a choice that never comes."""
+        chosen: str | None = None
+        error: str | None = None
+        if get_rank() == 0:
+            try:
+                chosen = self._choose(step)
+            except StateError as err:
+                error = str(err)
         if get_world_size() > 1:
-            box = [chosen]
+            box = [(chosen, error)]
             dist.broadcast_object_list(box, src=0)
-            chosen = box[0]
+            chosen, error = box[0]
+        if error is not None:
+            raise StateError(error)
         if chosen is None:
             return None, None
         path = self.directory / chosen
