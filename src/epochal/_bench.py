@@ -277,9 +277,9 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
         )
         rows.append(
             (
-                "  (this machine: the same work in 2 processes vs 1)",
-                f"{statistics.median(ceiling):.2f}x (per-round {min(ceiling):.2f}..{max(ceiling):.2f}): "
-                "the most 2 workers can give here",
+                "  (the machine: same work, 2 bare processes vs 1)",
+                f"{statistics.median(ceiling):.2f}x (per-round {min(ceiling):.2f}..{max(ceiling):.2f}); "
+                "the loader's ratio is bounded by this, up to noise",
                 "",
             )
         )
