@@ -61,7 +61,7 @@ def test_concat_of_stores_gathers_over_every_shard_at_once(tmp_path):
     sources = [_store(tmp_path / "a", 0, 50), _store(tmp_path / "b", 50, 80)]
     assert all(len(s.manifest.shards) > 2 for s in sources)
     joined = epochal.concat(*sources)
-    assert joined._addressed is not None
+    assert joined._joined is not None
     indices = np.random.default_rng(0).integers(0, 80, 400)
     _check(joined, sources, indices)
     _check(joined, sources, indices[indices < 50])  # a batch from one source only
@@ -77,7 +77,7 @@ def test_concat_of_an_array_source_and_a_store_takes_the_same_path(tmp_path):
     columns = store.get_columns(np.arange(30))
     arrays = epochal.from_arrays(**{name: np.ascontiguousarray(v) for name, v in columns.items()})
     joined = epochal.concat(arrays, store)
-    assert joined._addressed is not None
+    assert joined._joined is not None
     _check(joined, [arrays, store], np.random.default_rng(1).integers(0, 60, 300))
 
 
@@ -87,7 +87,7 @@ def test_variable_size_columns_fall_back_to_per_source_reads(tmp_path):
         _store(tmp_path / "b", 20, 45, text=True),
     ]
     joined = epochal.concat(*sources)
-    assert joined._addressed is None
+    assert joined._joined is None
     _check(joined, sources, np.random.default_rng(2).integers(0, 45, 200))
 
 
@@ -116,7 +116,7 @@ def test_a_forked_process_rebuilds_the_table_over_its_own_maps(tmp_path):
 def test_mixture_of_stores_delivers_every_record(tmp_path):
     sources = [_store(tmp_path / "a", 0, 60), _store(tmp_path / "b", 60, 100)]
     mixture = epochal.mix({sources[0]: 0.7, sources[1]: 0.3}, exhaustion="restart")
-    assert mixture._addressed is not None
+    assert mixture._joined is not None
     batches = list(epochal.Loader(mixture, 16, seed=3, with_index=True))
     for batch in batches:
         records = _expected(sources, batch["_index"].numpy())

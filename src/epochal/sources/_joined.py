@@ -2,29 +2,30 @@
 
 A batch drawn from several in-memory or memory-mapped sources (a mixture, a concat) would
 otherwise be gathered per source and then copied into batch order: two passes over the
-batch, the second into freshly allocated memory. When every source is an
-:class:`~epochal.sources.ArraySource` whose columns are C-contiguous with the same dtype
-and record shape, :class:`JoinedColumns` reads each column of the whole batch in one
-pass, in batch order, over a view that spans every source's buffer:
+batch, the second into freshly allocated memory. Sources whose columns all have
+fixed-size records (``from_arrays`` over C-contiguous arrays, local stores) describe
+them through two private hooks:
 
-- **rows**: when every source's buffer starts a whole number of records after the lowest
-  one (always the case for slices of one array, and for most 1-D numeric columns), the
-  span is one C-contiguous array of records, and the batch is one ``numpy.take`` (the
-  same gather as one array);
+- ``_record_layout() -> tuple[RecordLayout, ...] | None``: each column's record size,
+  dtype and shape (None when some column is variable-size or not contiguous);
+- ``_address_table() -> (starts, bases, regions)``: the source's records as pieces laid
+  out in memory (an array; a store's shards, mapped by the call): piece ``p`` holds
+  records ``starts[p]..starts[p+1]-1``, whose bytes in column ``j`` start at the absolute
+  address ``bases[j][p]``, one record every ``itemsize`` bytes; ``regions`` are the
+  ``(address, size)`` of every buffer those records lie in.
+
+:class:`JoinedColumns` turns the pieces of every source into one table and reads each
+column of a whole batch in one pass, in batch order, over a view spanning all of them:
+
+- **rows**: when every piece starts a whole number of records after the lowest one
+  (always the case for slices of one array, and for most 1-D numeric columns), the span
+  is one C-contiguous array of records, and the batch is one ``numpy.take`` (the same
+  gather as one array);
 - **bytes**: otherwise, an :class:`~epochal._gather.AddressSpace` with an item at every
   byte, and one fancy-index of record addresses (about 5% slower than ``take``).
 
-Other sources whose columns all have fixed-size records (local stores) take part through
-two private hooks, and :class:`AddressedColumns` gathers a batch of theirs by byte
-address in one pass too:
-
-- ``_record_layout() -> tuple[RecordLayout, ...] | None``: each column's record size,
-  dtype and shape (None when some column is variable-size);
-- ``_address_table() -> (starts, bases, regions)``: the source's records as pieces laid
-  out in memory (a store's shards, mapped by the call): piece ``p`` holds records
-  ``starts[p]..starts[p+1]-1``, whose bytes in column ``j`` start at the absolute address
-  ``bases[j][p]``, one record every ``itemsize`` bytes; ``regions`` are the
-  ``(address, size)`` of every buffer those records lie in.
+When the pieces are laid out in order (record ``i`` of the concatenation is always at
+the same offset from the first), no piece lookup is needed at all.
 
 The views are built lazily in each process (addresses differ after ``spawn``) and are
 never pickled; the sources they cover are referenced by the concat, so their buffers stay
@@ -40,114 +41,29 @@ import numpy as np
 
 from epochal._gather import AddressSpace, RecordLayout
 
-__all__ = ["AddressedColumns", "JoinedColumns"]
+__all__ = ["JoinedColumns"]
 
 
-def _which(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """The source number of each index, given the sources' first indices ``offsets``."""
-    if len(offsets) == 2:  # a comparison is 4x cheaper than a search
-        return (indices >= offsets[1]).view(np.uint8)
-    return np.searchsorted(offsets, indices, side="right") - 1
+def _which(starts: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The piece of each index, given the pieces' first indices ``starts``."""
+    if len(starts) == 2:  # a comparison is 4x cheaper than a search
+        return (indices >= starts[1]).view(np.uint8)
+    return np.searchsorted(starts, indices, side="right") - 1
 
 
 class _Column(NamedTuple):
     name: str
     view: np.ndarray  # rows: records of the span; bytes: an item at every byte
-    shifts: np.ndarray  # per source: what to add to a concat index (a row or a byte address)
-    shift: int | None  # the shift when every source has the same (sources laid out in order)
+    shifts: np.ndarray  # per piece: what to add to a concat index (a row or a byte address)
+    shift: int | None  # the shift when every piece has the same (pieces laid out in order)
     scale: int  # 1 for rows; the record size in bytes for bytes
     dtype: np.dtype
     shape: tuple[int, ...]
 
 
 class JoinedColumns:
-    """Gathers records of several array sources, by index into their concatenation."""
-
-    def __init__(self, sources: tuple[Any, ...]) -> None:
-        self._sources = sources
-        sizes = [len(s) for s in sources]
-        self._offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self._pid = -1
-        self._columns: list[_Column] = []
-
-    @staticmethod
-    def applies(sources: tuple[Any, ...]) -> bool:
-        """Whether every source is a plain array source with matching contiguous columns."""
-        from epochal.sources._arrays import ArraySource
-
-        if len(sources) < 2 or not all(type(s) is ArraySource for s in sources):
-            return False
-        first = sources[0].columns
-        for source in sources:
-            columns = source.columns
-            if list(columns) != list(first):
-                return False
-            for name, array in columns.items():
-                if (
-                    not array.flags.c_contiguous
-                    or array.dtype != first[name].dtype
-                    or array.shape[1:] != first[name].shape[1:]
-                    or array.dtype.hasobject
-                ):
-                    return False
-        return True
-
-    def _build(self) -> None:
-        self._columns = []
-        for name, array in self._sources[0].columns.items():
-            arrays = [s.columns[name] for s in self._sources]
-            shape = array.shape[1:]
-            row = array.itemsize * int(np.prod(shape, dtype=np.int64))
-            space = AddressSpace((a.ctypes.data, a.nbytes) for a in arrays)
-            starts = np.array([a.ctypes.data - space.lo for a in arrays], dtype=np.int64)
-            if row and not (starts % row).any() and (space.hi - space.lo) % row == 0:
-                view = np.ndarray(
-                    ((space.hi - space.lo) // row, *shape), dtype=array.dtype, buffer=space.raw
-                )
-                view.flags.writeable = False
-                shifts, scale = starts // row - self._offsets, 1
-            else:
-                view = space.items(row)
-                shifts, scale = starts - self._offsets * row, row
-            shift = int(shifts[0]) if (shifts == shifts[0]).all() else None
-            self._columns.append(_Column(name, view, shifts, shift, scale, array.dtype, shape))
-        self._pid = os.getpid()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the views span other memory of this process: never pickle them
-        return {**self.__dict__, "_pid": -1, "_columns": []}
-
-    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Column arrays of the concatenation's records ``indices`` (int64, in range)."""
-        if self._pid != os.getpid():
-            self._build()
-        which: np.ndarray | None = None
-        out = {}
-        for column in self._columns:
-            if column.shift == 0 and column.scale == 1:  # slices of one array, in order
-                positions = indices
-            elif column.shift is not None:  # sources laid out in order: no lookup needed
-                positions = indices * column.scale + column.shift
-            else:
-                if which is None:
-                    which = _which(self._offsets, indices)
-                positions = indices * column.scale + column.shifts[which]
-            if column.scale == 1:
-                out[column.name] = np.take(column.view, positions, axis=0)
-            else:
-                rows = column.view[positions]
-                out[column.name] = rows.view(column.dtype).reshape(len(indices), *column.shape)
-        return out
-
-
-class AddressedColumns:
-    """Gathers records of sources that map their records to memory piece by piece (see
-    the module docstring), by index into their concatenation, in one pass per column.
-
-    The sources' pieces (a store's shards, an array) make one table: record ``i`` of
-    piece ``p`` is at ``base[p] + (i - start[p]) * itemsize`` in each column, which is
-    the same arithmetic as one store's gather, over every source's shards at once.
-    """
+    """Gathers records of sources with fixed-size records, by index into their
+    concatenation, in one pass per column (see the module docstring)."""
 
     def __init__(self, sources: tuple[Any, ...], layout: tuple[RecordLayout, ...]) -> None:
         self._sources = sources
@@ -155,9 +71,8 @@ class AddressedColumns:
         sizes = [len(s) for s in sources]
         self._offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
         self._pid = -1
-        self._space: AddressSpace | None = None
         self._starts = np.zeros(1, dtype=np.int64)
-        self._bases: list[np.ndarray] = []
+        self._columns: list[_Column] = []
 
     @staticmethod
     def layout_of(sources: tuple[Any, ...]) -> tuple[RecordLayout, ...] | None:
@@ -171,8 +86,8 @@ class AddressedColumns:
         return first if first is not None and all(lay == first for lay in layouts) else None
 
     def __getstate__(self) -> dict[str, Any]:
-        # the table and the view hold addresses of this process: never pickle them
-        return {**self.__dict__, "_pid": -1, "_space": None, "_bases": []}
+        # the views span other memory of this process: never pickle them
+        return {**self.__dict__, "_pid": -1, "_columns": []}
 
     def _build(self) -> None:
         starts: list[np.ndarray] = []
@@ -184,21 +99,49 @@ class AddressedColumns:
             for per_column, base in zip(bases, columns, strict=True):
                 per_column.append(base)
             regions.extend(mapped)
-        self._space = AddressSpace(regions)
+        space = AddressSpace(regions)
         self._starts = np.concatenate(starts)
-        self._bases = [np.concatenate(b) - self._space.lo for b in bases]
+        self._columns = []
+        for layout, per_column in zip(self._layout, bases, strict=True):
+            base = np.concatenate(per_column)
+            row = layout.itemsize
+            lo = int(base.min())
+            if row and not ((base - lo) % row).any():
+                view = np.ndarray(
+                    ((space.hi - lo) // row, *layout.shape),
+                    dtype=layout.dtype,
+                    buffer=space.raw,
+                    offset=lo - space.lo,
+                )
+                view.flags.writeable = False
+                shifts, scale = (base - lo) // row - self._starts, 1
+            else:
+                view = space.items(row)
+                shifts, scale = base - space.lo - self._starts * row, row
+            shift = int(shifts[0]) if (shifts == shifts[0]).all() else None
+            self._columns.append(
+                _Column(layout.name, view, shifts, shift, scale, layout.dtype, layout.shape)
+            )
         self._pid = os.getpid()
 
     def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Column arrays of the concatenation's records ``indices`` (int64, in range)."""
         if self._pid != os.getpid():
             self._build()
-        assert self._space is not None
-        piece = np.searchsorted(self._starts, indices, side="right") - 1
-        local = indices - self._starts[piece]
-        n = len(indices)
-        columns = {}
-        for column, base in zip(self._layout, self._bases, strict=True):
-            items = self._space.items(column.itemsize)[local * column.itemsize + base[piece]]
-            columns[column.name] = items.view(column.dtype).reshape(n, *column.shape)
-        return columns
+        which: np.ndarray | None = None
+        out = {}
+        for column in self._columns:
+            if column.shift == 0 and column.scale == 1:  # slices of one array, in order
+                positions = indices
+            elif column.shift is not None:  # pieces laid out in order: no lookup needed
+                positions = indices * column.scale + column.shift
+            else:
+                if which is None:
+                    which = _which(self._starts, indices)
+                positions = indices * column.scale + column.shifts[which]
+            if column.scale == 1:
+                out[column.name] = np.take(column.view, positions, axis=0)
+            else:
+                rows = column.view[positions]
+                out[column.name] = rows.view(column.dtype).reshape(len(indices), *column.shape)
+        return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from epochal._errors import Error
 from epochal.order import ShuffledOrder, _splitmix64
-from epochal.sources._joined import AddressedColumns, JoinedColumns
+from epochal.sources._joined import JoinedColumns
 from epochal.sources._protocol import fingerprint_of, get_many, is_batched
 
 __all__ = ["ConcatSource", "SubsetSource", "concat", "split", "subset"]
@@ -175,11 +175,11 @@ class ConcatSource:
 
     ``get_columns`` needs every source to have the same column names. When every source
     is a :func:`subset` of one and the same parent (e.g. the parts of a :func:`split`),
-    the concat reads the parent directly, in one gather; when every source is a
-    :func:`~epochal.from_arrays` source with matching columns, or every source has only
-    fixed-size columns with matching layouts (local stores), one gather
-    spans them all (see ``_joined``). Otherwise each column is gathered per source and assembled in the
-    requested order (one extra copy of the batch).
+    the concat reads the parent directly, in one gather; when every source has only
+    fixed-size columns with matching layouts (:func:`~epochal.from_arrays` over contiguous
+    arrays, local stores), one gather spans them all (see ``_joined``). Otherwise each
+    column is gathered per source and assembled in the requested order (one extra copy of
+    the batch).
     """
 
     def __init__(self, sources: Sequence[Any]) -> None:
@@ -194,9 +194,8 @@ class ConcatSource:
         self._columnar = all(callable(getattr(s, "get_columns", None)) for s in sources)
         self._fingerprint: str | None = None
         self._flat: SubsetSource | None = None
-        self._joined = JoinedColumns(self.sources) if JoinedColumns.applies(self.sources) else None
-        layout = None if self._joined else AddressedColumns.layout_of(self.sources)
-        self._addressed = None if layout is None else AddressedColumns(self.sources, layout)
+        layout = JoinedColumns.layout_of(self.sources)
+        self._joined = None if layout is None else JoinedColumns(self.sources, layout)
         parents = {id(s.source) for s in sources if isinstance(s, SubsetSource)}
         if len(parents) == 1 and all(isinstance(s, SubsetSource) for s in sources):
             self._flat = SubsetSource(
@@ -269,8 +268,6 @@ class ConcatSource:
             return self._flat.get_columns(indices)  # type: ignore[misc]
         if self._joined is not None:
             return self._joined.gather(self._checked(indices))
-        if self._addressed is not None:
-            return self._addressed.gather(self._checked(indices))
         parts = self._parts(indices)
         if len(parts) == 1:
             k, _, local = parts[0]
