@@ -16,7 +16,6 @@ import gc
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,13 @@ import numpy as np
 import tyro
 
 import epochal
-from epochal._bench import benchmark_data
+from epochal._bench import (
+    _interleaved,
+    _loader_epoch,
+    _print_table,
+    _ratio_text,
+    benchmark_data,
+)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -46,25 +51,11 @@ class Config:
     """Where to write the memmap (default: a temporary directory, removed afterwards)."""
 
 
-def _epoch(loader: Any) -> Callable[[], int]:
-    def go() -> int:
-        loader.set_epoch(0)
-        return sum(len(b["label"]) for b in loader)
-
-    return go
-
-
-def _timed(fn: Callable[[], int]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    samples = fn()
-    return samples / (time.perf_counter() - start)
-
-
 def _second_file(images: np.ndarray, directory: Path) -> np.ndarray:
-    """The second half of ``images`` copied to a file of its own, after a 1-byte header:
-    its records then start at no whole number of records from the first file's, so the
-    mixture gathers them by byte address (the general path, see ``sources/_joined.py``)."""
+    """The second half of ``images`` copied to a file of its own, after a 128-byte header
+    (as in a ``.npy`` file): its records then start at no whole number of records from
+    the first file's, so the mixture gathers them by byte address (the general path, see
+    ``sources/_joined.py``)."""
     half = len(images) // 2
     path = directory / "second.u8"
     copy = np.memmap(path, dtype=np.uint8, mode="w+", offset=128, shape=images[half:].shape)
@@ -129,20 +120,11 @@ def _store_loaders(
 
 def _compare(loaders: dict[str, Any], base: str, repeats: int) -> list[tuple[str, str, str]]:
     """Interleaved rounds of one epoch per loader; ratios to ``base`` per round."""
-    rates: dict[str, list[float]] = {name: [] for name in loaders}
-    for _ in range(repeats):
-        for name, loader in loaders.items():
-            rates[name].append(_timed(_epoch(loader)))
-    rows = []
+    rates = _interleaved({name: _loader_epoch(loader) for name, loader in loaders.items()}, repeats)
+    rows = [(base, f"{statistics.median(rates[base]):,.0f} samples/s", "")]
     for name, values in rates.items():
-        result = f"{statistics.median(values):,.0f} samples/s"
         if name != base:
-            ratios = [v / p for v, p in zip(values, rates[base])]
-            result += (
-                f" = {statistics.median(ratios):.2f}x plain "
-                f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
-            )
-        rows.append((name, result, "" if name == base else ">= 0.8x"))
+            rows.append((name, _ratio_text(values, rates[base], "plain"), ">= 0.8x"))
     return rows
 
 
@@ -188,7 +170,7 @@ def run(cfg: Config) -> list[tuple[str, str, str]]:
         )
         replacement = epochal.WeightedSampler(weights, num_samples=cfg.big)
         order = replacement.order(seed=0, epoch=0)
-        positions = np.arange(1_000_000, dtype=np.int64)
+        positions = np.arange(min(1_000_000, cfg.big), dtype=np.int64)
         start = time.perf_counter()
         order.index(positions)
         per_index = (time.perf_counter() - start) / positions.size * 1e9
@@ -205,13 +187,11 @@ def run(cfg: Config) -> list[tuple[str, str, str]]:
 def main() -> int:
     cfg = tyro.cli(Config, description=__doc__.splitlines()[0])
     rows = run(cfg)
-    width = max(len(r[0]) for r in rows)
-    print(
+    _print_table(
         f"epochal sampling benchmark: {cfg.records:,} records x 3,072 B, batch "
-        f"{cfg.batch_size}, median of {cfg.repeats} interleaved rounds"
+        f"{cfg.batch_size}, median of {cfg.repeats} interleaved rounds",
+        rows,
     )
-    for name, result, target in rows:
-        print(f"  {name:<{width}}  {result}" + (f"   [target {target}]" if target else ""))
     return 0
 
 

@@ -65,6 +65,24 @@ def _interleaved(runs: dict[Any, Callable[[], int]], repeats: int) -> dict[Any, 
     return rates
 
 
+def _loader_epoch(loader: Any) -> Callable[[], int]:
+    """A run of epoch 0 of ``loader`` from its start; returns the samples delivered."""
+
+    def go() -> int:
+        loader.set_epoch(0)
+        return sum(len(b["label"]) for b in loader)
+
+    return go
+
+
+def _print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """The benchmarks' output: a title, then one aligned row per measurement."""
+    width = max(len(r[0]) for r in rows)
+    print(title)
+    for name, result, target in rows:
+        print(f"  {name:<{width}}  {result}" + (f"   [target {target}]" if target else ""))
+
+
 def _ratio_text(values: list[float], base: list[float], name: str, *, rate: bool = True) -> str:
     """``values / base`` as the median of per-round ratios, with their range."""
     ratios = [v / b for v, b in zip(values, base)]
@@ -193,13 +211,6 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
 
             return go
 
-        def loader_epoch(loader: Any) -> Callable[[], int]:
-            def go() -> int:
-                loader.set_epoch(0)
-                return sum(len(b["label"]) for b in loader)
-
-            return go
-
         # every configuration runs once per round, interleaved, and each ratio is the
         # median of the per-round ratios: drift of a shared machine mostly cancels
         loaders = {w: epochal.Loader(source, cfg.batch_size, num_workers=w) for w in (0, 2)}
@@ -207,8 +218,8 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
             {
                 "fancy": gather(lambda idx: images[idx]),
                 "take": gather(lambda idx: np.take(images, idx, axis=0)),
-                0: loader_epoch(loaders[0]),
-                2: loader_epoch(loaders[2]),
+                0: _loader_epoch(loaders[0]),
+                2: _loader_epoch(loaders[2]),
             },
             cfg.repeats,
         )
@@ -259,9 +270,9 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
             for w in (0, 2)
         }
         for loader in transform_loaders.values():
-            loader_epoch(loader)()  # start the workers and warm up before timing
+            _loader_epoch(loader)()  # start the workers and warm up before timing
         transform_rates = _interleaved(
-            {w: loader_epoch(loader) for w, loader in transform_loaders.items()}, cfg.repeats
+            {w: _loader_epoch(loader) for w, loader in transform_loaders.items()}, cfg.repeats
         )
         del transform_loaders
         ceiling = _two_process_ceiling(subset.columns["image"], cfg.repeats)
@@ -354,11 +365,9 @@ def main(argv: list[str]) -> int:
             f"batch_size={cfg.batch_size}, repeats={cfg.repeats}"
         )
     rows = run(cfg)
-    width = max(len(r[0]) for r in rows)
-    print(
+    _print_table(
         f"epochal core benchmark: {cfg.records:,} records x 3,072 B, batch {cfg.batch_size}, "
-        f"median of {cfg.repeats}"
+        f"median of {cfg.repeats}",
+        rows,
     )
-    for name, result, target in rows:
-        print(f"  {name:<{width}}  {result}" + (f"   [target {target}]" if target else ""))
     return 0
