@@ -42,6 +42,8 @@ def test_build_inspect_verify_good_store(tmp_path, capsys):
     assert "record 2" not in out
     assert main(["verify", dest]) == 0
     assert capsys.readouterr().out.startswith(f"ok: {dest}: ")
+    assert main(["verify", dest, "--cache"]) == 0  # a local store has no cached copies
+    assert "cache: 0 cached shard copies checked" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(tmp_path, capsys):

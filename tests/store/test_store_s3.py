@@ -205,3 +205,33 @@ def test_shard_evicted_between_fetch_and_map_is_fetched_again(s3, tmp_path, monk
     monkeypatch.setattr(ShardCache, "fetch", fetch_then_evict)
     assert_record_equal(store[7], make_record(7))
     assert len(calls) == 2
+
+
+def test_verify_true_names_a_corrupt_cached_shard_and_downloads_it_again(s3, tmp_path):
+    """A cached copy that went bad on this machine (the bucket's copy is fine):
+    ``open(verify=True)`` warns naming the shard and repairs the cache; ``epochal.store
+    .verify_cache`` (``epochal verify --cache``) finds and removes such copies too."""
+    from epochal.store import StoreWarning, verify_cache
+
+    url, cache = _url(), tmp_path / "cache"
+    manifest = epochal.write(
+        (make_record(i) for i in range(30)), url, shard_size=600, storage_options=s3["options"]
+    )
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=cache)
+    store.get_columns(np.arange(len(store)))  # every shard cached
+    shard = manifest.shards[1]
+    (cached,) = cache.rglob(f"*{shard.name}")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    cached.write_bytes(bytes(data))
+    with pytest.warns(
+        StoreWarning, match=rf"cached copy .* of shard shards/{shard.name} .* is corrupt"
+    ):
+        fresh = epochal.open(url, verify=True, storage_options=s3["options"], cache_dir=cache)
+    assert_columns_equal(fresh.get_columns(np.arange(30)), np.arange(30))
+    assert cached.read_bytes() != bytes(data)  # downloaded again, intact
+    cached.write_bytes(bytes(data))
+    with pytest.warns(StoreWarning, match=rf"shard shards/{shard.name} .* is corrupt"):
+        checked, removed = verify_cache(url, cache_dir=cache, storage_options=s3["options"])
+    assert checked == len(manifest.shards) and removed == [shard.name]
+    assert not cached.exists()
