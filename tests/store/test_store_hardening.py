@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from store_records import make_record
 
 import epochal
@@ -558,3 +560,61 @@ def test_a_buffer_offset_moved_inside_the_body_is_caught(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptStoreError, match="has a buffer at byte"):
         StoreSource(locate(root), manifest).get_columns(np.arange(5))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*prefix, i))
+
+
+_BASE = json.loads(
+    Manifest(
+        columns=(
+            epochal.store.Column(name="image", kind="array", dtype="|u1", shape=(4, 4)),
+            epochal.store.Column(name="label", kind="scalar", dtype="<i8"),
+            epochal.store.Column(name="text", kind="str"),
+        ),
+        shards=tuple(
+            epochal.store.Shard(
+                name=f"part-00000-abc-{k:06d}.arrow", records=10, bytes=999, xxh3="0" * 16
+            )
+            for k in range(2)
+        ),
+    ).to_bytes()
+)
+_BASE_PATHS = [p for p in _paths(_BASE) if p]
+
+
+@settings(max_examples=400, deadline=None)
+@given(which=st.integers(0, len(_BASE_PATHS) - 1), value=_JSON)
+def test_any_value_in_any_manifest_field_is_an_epochal_error_or_harmless(which, value):
+    """Property: whatever JSON value replaces whatever field, parsing the manifest raises a
+    StoreError (one line) or yields a manifest whose every field is still valid."""
+    body = json.loads(json.dumps(_BASE))
+    *parents, last = _BASE_PATHS[which]
+    target = body
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    try:
+        manifest = Manifest.from_bytes(json.dumps(body).encode(), where="m")
+    except StoreError as err:
+        assert "\n" not in str(err)
+        return
+    assert manifest.num_records == 20 and len(manifest.shards) == 2
+    for shard in manifest.shards:
+        assert shard.name.startswith("part-00000-abc-") and "/" not in shard.name

@@ -36,7 +36,7 @@ from typing import Any
 from epochal.store._errors import StoreError
 from epochal.store._fs import Location
 
-__all__ = ["BUILDS_DIR", "LEASE_TTL", "Lease", "live_leases", "new_build_id"]
+__all__ = ["BUILDS_DIR", "LEASE_TTL", "Lease", "fresh_listing", "live_leases", "new_build_id"]
 
 BUILDS_DIR = "_builds"
 LEASE_TTL = 600.0  # seconds without a heartbeat after which a remote lease is dead
@@ -194,10 +194,19 @@ def _held_locally(path: str) -> bool:
     return False
 
 
+def fresh_listing(loc: Location, *parts: str) -> None:
+    """Drop fsspec's cached listing of a folder: other machines' builds change it (s3fs, for
+    one, caches listings for the life of the filesystem object)."""
+    invalidate = getattr(loc.fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(loc.path(*parts))
+
+
 def live_leases(loc: Location) -> dict[str, dict[str, Any]]:
     """Lease name -> lease body, for every build that is writing to ``loc`` now."""
     out: dict[str, dict[str, Any]] = {}
     now = time.time()
+    fresh_listing(loc, BUILDS_DIR)
     for entry in loc.listdir(BUILDS_DIR):
         if not entry.endswith(".json") or entry.startswith("."):
             continue

@@ -3,16 +3,26 @@
 What is checked, and when (every failure is a CorruptStoreError naming the shard):
 
 - **On open** (once): the manifest parses, is an epochal manifest of a version this code
-  reads, and is self-consistent (record count and fingerprint match its shard list).
+  reads, every field has a valid type and range (see ``_format``: shard names cannot leave
+  the store, counts cannot overflow, dtypes and shapes are real ones), shards are in the
+  order the writer made them, and it is self-consistent (record count and fingerprint
+  match its shard list).
 - **On first use of a shard, per process** (lazy, O(1) in the shard's data size apart
-  from one pass over variable-size offsets): the file exists and has the manifest's byte
-  size; its Arrow footer and metadata parse; its schema is the manifest's; it holds one
-  record batch of the manifest's record count; every buffer is long enough; variable-size
-  offsets start at 0, never decrease and stay inside the data buffer. So a truncated,
-  missing, foreign or structurally damaged shard is never read.
+  from one pass over variable-size offsets; see :func:`check_shard`): the file exists, is
+  a regular file and has the manifest's byte size; its Arrow footer and metadata parse;
+  its schema is the manifest's; (version 2) it records the position and the column
+  entries (dtype, shape) the manifest gives it; it holds one record batch of the
+  manifest's record count; every buffer lies exactly where the file's own framing puts
+  the body, back to back in schema order, with exactly the size the schema and record
+  count imply; variable-size offsets start at 0, never decrease and end at the data
+  size. So a truncated, missing, moved, foreign or structurally damaged shard is never
+  read: one flipped bit anywhere in a shard's metadata is an error or harmless.
 - **With ``verify=True``** (on open) or ``epochal verify``: every shard's full xxh3-64
-  checksum, which also catches a flipped byte inside record data. Shards of remote stores
-  are always checksummed as they are downloaded into the cache.
+  checksum, which also catches a flipped byte inside record data, and every value (UTF-8
+  of str columns). Shards of remote stores are always checksummed as they are downloaded
+  into the cache; ``verify=True`` rehashes cached copies and warns about a corrupt one
+  (:class:`~epochal.store.StoreWarning`) before downloading it again. A str value that is
+  not UTF-8 read without ``verify`` is a CorruptStoreError naming the shard and record.
 """
 
 from __future__ import annotations

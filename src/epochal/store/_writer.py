@@ -58,7 +58,7 @@ from epochal.store._format import (
     shard_position,
 )
 from epochal.store._fs import Location, locate
-from epochal.store._lease import BUILDS_DIR, Lease, live_leases, new_build_id
+from epochal.store._lease import BUILDS_DIR, Lease, fresh_listing, live_leases, new_build_id
 
 __all__ = ["DEFAULT_SHARD_SIZE", "merge", "write"]
 
@@ -247,6 +247,7 @@ def merge(
             shards += [Shard.from_json(s) for s in body["shards"]]
         if not shards:
             raise StoreError(f"cannot merge {loc.url}: every partition is empty")
+        fresh_listing(loc, SHARDS_DIR)
         present = set(loc.listdir(SHARDS_DIR))
         lost = [s.name for s in shards if s.name not in present]
         if lost:
@@ -265,6 +266,7 @@ def merge(
 def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
     """Partition -> the record of its chosen attempt; StoreError if any has none."""
     finished: dict[int, list[dict[str, Any]]] = {}
+    fresh_listing(loc, PARTITIONS_DIR)
     for name in loc.listdir(PARTITIONS_DIR):
         if not name.endswith(".json") or name.startswith("."):
             continue
@@ -323,6 +325,7 @@ def _collect_garbage(loc: Location) -> None:
     except (OSError, StoreError):
         return  # no readable manifest: nothing can be called garbage with confidence
     keep = {s.name for s in current.shards}
+    fresh_listing(loc, SHARDS_DIR)
     for name in loc.listdir(SHARDS_DIR):
         if name not in keep and shard_build(name) not in live:
             loc.remove(SHARDS_DIR, name)
