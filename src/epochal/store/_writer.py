@@ -164,7 +164,7 @@ def write(
         _commit(loc, manifest)
     finally:
         lease.release()
-    _collect_garbage(loc)
+    _collect_garbage_after_commit(loc)
     return manifest
 
 
@@ -259,7 +259,7 @@ def merge(
         _commit(loc, manifest)
     finally:
         lease.release()
-    _collect_garbage(loc)
+    _collect_garbage_after_commit(loc)
     return manifest
 
 
@@ -310,6 +310,13 @@ def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
 def _commit(loc: Location, manifest: Manifest) -> None:
     """Put the manifest in place: the one atomic step that makes (or replaces) the store."""
     loc.put(manifest.to_bytes(), MANIFEST_NAME)
+
+
+def _collect_garbage_after_commit(loc: Location) -> None:
+    """The store is committed: failing to tidy up must not make the write look failed
+    (what is left is collected by the next build)."""
+    with contextlib.suppress(OSError):
+        _collect_garbage(loc)
 
 
 def _collect_garbage(loc: Location) -> None:
