@@ -16,10 +16,11 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal.store._checks import check_shard
 from epochal.store._errors import CorruptStoreError, StoreWarning
 from epochal.store._format import SHARDS_DIR, Manifest, Shard
 from epochal.store._fs import Location, locate
-from epochal.store._reader import _OpenShard, check_shard, read_manifest
+from epochal.store._reader import _OpenShard, read_manifest
 from epochal.store._remote import ShardCache, hash_file
 
 __all__ = ["verify", "verify_cache"]
