@@ -134,6 +134,21 @@ def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
     assert _labels(dest) == list(range(50))
 
 
+def test_a_build_whose_shards_vanish_meanwhile_does_not_commit(tmp_path):
+    """As if another build collected them (an object-storage lease that stopped beating)."""
+    dest = tmp_path / "s"
+
+    def records():
+        for i in range(20):
+            if i == 10:
+                next((dest / "shards").iterdir()).unlink()
+            yield {"label": i}
+
+    with pytest.raises(StoreError, match=r"1 of its shards vanished while it was written"):
+        epochal.write(records(), dest, shard_size=32)
+    assert not (dest / "manifest.json").exists()
+
+
 # -- 2. overwrite keeps the old store until the new one is committed ------------------------
 
 

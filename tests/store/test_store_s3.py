@@ -283,3 +283,81 @@ def test_builds_on_s3_hold_leases_and_a_failed_overwrite_keeps_the_old_store(s3,
     epochal.write([{"label": 7}], url, overwrite=True, storage_options=options)
     fs.invalidate_cache()
     assert not fs.exists(f"{root}/_builds/part-00000-dead.json")
+
+
+_S3_RACER = """
+import json, os, sys, time
+import numpy as np
+import epochal
+from epochal.store import StoreError
+
+base, tag, trials, url, options = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+for t in range(trials):
+    go = os.path.join(base, f"go-{t}")
+    while not os.path.exists(go):
+        time.sleep(0.0005)
+    records = ({"label": tag * 1000 + i, "x": np.full(16, tag, np.int64)} for i in range(60))
+    try:
+        epochal.write(records, f"{url}/{t}", shard_size=300, overwrite=True, storage_options=options)
+        result = "ok"
+    except StoreError as err:
+        result = f"refused {err}"
+    with open(os.path.join(base, f"tmp-{tag}"), "w") as f:
+        f.write(result)
+    os.replace(os.path.join(base, f"tmp-{tag}"), os.path.join(base, f"r{t}-{tag}"))
+"""
+
+
+def test_two_writer_processes_on_s3_never_mix(s3, tmp_path):
+    """Object storage has no atomic check-and-take: whether the loser is refused or both
+    commit in turn, a reader sees exactly one writer's records and no orphaned shard."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    url, trials = _url(), 4
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _S3_RACER,
+                str(tmp_path),
+                str(tag),
+                str(trials),
+                url,
+                json.dumps(s3["options"]),
+            ],
+            env={**os.environ},
+        )
+        for tag in (1, 2)
+    ]
+    try:
+        for t in range(trials):
+            (tmp_path / f"go-{t}").touch()
+            deadline = time.monotonic() + 120
+            while not all((tmp_path / f"r{t}-{tag}").exists() for tag in (1, 2)):
+                assert all(p.poll() in (None, 0) for p in procs), "a writer died"
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            results = [(tmp_path / f"r{t}-{tag}").read_text() for tag in (1, 2)]
+            assert "ok" in results, results
+            for result in results:
+                assert result == "ok" or "is being written by another" in result, result
+            store = epochal.open(
+                f"{url}/{t}", verify=True, storage_options=s3["options"], cache_dir=tmp_path / "c"
+            )
+            labels = store.get_columns(np.arange(len(store)))["label"].tolist()
+            assert len(labels) == 60 and len({x // 1000 for x in labels}) == 1, results
+            s3["fs"].invalidate_cache()
+            names = {os.path.basename(p) for p in s3["fs"].ls(f"{url[5:]}/{t}/shards")}
+            assert names == {s.name for s in store.manifest.shards}, results
+    finally:
+        for p in procs:
+            if p.poll() is None and not all(
+                (tmp_path / f"r{trials - 1}-{tag}").exists() for tag in (1, 2)
+            ):
+                p.kill()
+            p.wait(timeout=120)
+    assert all(p.returncode == 0 for p in procs)

@@ -160,6 +160,7 @@ def write(
                 f"another build finished a store at {loc.url} while this one was writing; "
                 f"pass overwrite=True to replace it"
             )
+        _check_present(loc, shards, "rerun the build")
         manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
         _commit(loc, manifest)
     finally:
@@ -247,14 +248,7 @@ def merge(
             shards += [Shard.from_json(s) for s in body["shards"]]
         if not shards:
             raise StoreError(f"cannot merge {loc.url}: every partition is empty")
-        fresh_listing(loc, SHARDS_DIR)
-        present = set(loc.listdir(SHARDS_DIR))
-        lost = [s.name for s in shards if s.name not in present]
-        if lost:
-            raise StoreError(
-                f"cannot merge {loc.url}: shards {lost[:3]} of the chosen attempts are missing; "
-                f"rerun those partitions"
-            )
+        _check_present(loc, shards, "rerun those partitions")
         manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
         _commit(loc, manifest)
     finally:
@@ -305,6 +299,19 @@ def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
         i: min(bodies, key=lambda b: (float(b["committed"]), str(b["attempt"])))
         for i, bodies in finished.items()
     }
+
+
+def _check_present(loc: Location, shards: list[Shard], remedy: str) -> None:
+    """Refuse to commit a manifest naming shards that are gone (on object storage, another
+    build may have taken a lease that stopped beating for its own and collected them)."""
+    fresh_listing(loc, SHARDS_DIR)
+    present = set(loc.listdir(SHARDS_DIR))
+    lost = [s.name for s in shards if s.name not in present]
+    if lost:
+        raise StoreError(
+            f"cannot commit a store at {loc.url}: {len(lost)} of its shards vanished while it was "
+            f"written (e.g. {lost[0]}); {remedy}"
+        )
 
 
 def _commit(loc: Location, manifest: Manifest) -> None:
