@@ -152,9 +152,10 @@ def test_a_build_whose_shards_vanish_meanwhile_does_not_commit(tmp_path):
 # -- 2. overwrite keeps the old store until the new one is committed ------------------------
 
 
-def _failing_at_300(kind):
+def _failing_at_300(kind, root, before):
     for i in range(1000):
         if i == 300:
+            assert len(_shard_files(root) - before) >= 2  # the new build had written shards
             if kind == "raise":
                 raise RuntimeError("source broke")
             yield {**make_record(i), "label": "not an int"}
@@ -172,7 +173,7 @@ def test_a_failed_overwrite_leaves_the_old_store_intact(tmp_path, kind, error, m
     root, manifest = _store(tmp_path, n=30)
     before = _shard_files(root)
     with pytest.raises(error, match=match):
-        epochal.write(_failing_at_300(kind), root, shard_size=700, overwrite=True)
+        epochal.write(_failing_at_300(kind, root, before), root, shard_size=20_000, overwrite=True)
     assert _labels(root) == list(range(30))
     assert epochal.open(root).fingerprint == manifest.fingerprint
     assert _shard_files(root) == before  # the failed build removed its own shards
