@@ -406,9 +406,13 @@ class _FullDisk:
         self._f.close()
 
 
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("room", [0, 5000])
-def test_a_full_disk_during_a_save_says_so(tmp_path: Path, monkeypatch: Any, room: int) -> None:
+def test_a_full_disk_during_a_save_says_so(
+    tmp_path: Path, monkeypatch: Any, room: int, async_save: bool
+) -> None:
     ckpt, _ = _three_checkpoints(tmp_path)
+    ckpt.async_save = async_save
     big = nn.Linear(64, 64)
     real_fdopen = os.fdopen
     monkeypatch.setattr(
@@ -416,6 +420,7 @@ def test_a_full_disk_during_a_save_says_so(tmp_path: Path, monkeypatch: Any, roo
     )
     with pytest.raises(CheckpointSaveError, match=r"no space left for it .* is full") as err:
         ckpt.save(4, model=big)
+        ckpt.wait()  # an asynchronous save reports its failure here
     assert "\n" not in str(err.value) and "unexpected pos" not in str(err.value)
     monkeypatch.undo()
     assert ckpt.steps() == [1, 2, 3] and not list(tmp_path.glob(".tmp-*"))
