@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal.store._blocks import Blocks, write_block_shards
 from epochal.store._columns import ColumnBuilder, arrow_schema
 from epochal.store._errors import StoreError
 from epochal.store._format import (
@@ -63,6 +64,8 @@ def write(
             known). The first record fixes the schema: bytes, str, int, float, bool,
             numpy scalars and fixed-shape numpy arrays. Every later record must have the
             same columns and types, or a StoreError names the record and the column.
+            ``epochal.store._blocks.Blocks`` of Arrow/pandas/numpy batches writes the
+            same store without per-record Python work (the engines' path).
         dest: where the store goes, e.g. ``"data/shapes"`` or ``"s3://bucket/shapes"``.
         shard_size: target bytes of record data per shard.
         metadata: JSON-serialisable data kept in the manifest (e.g. class names).
@@ -70,7 +73,8 @@ def write(
             An unfinished build (no manifest) is always replaced.
         partition: with ``num_partitions``, write only partition ``partition`` of a
             parallel build; call :func:`merge` when all partitions are written.
-        num_partitions: the number of partitions of a parallel build.
+        num_partitions: the number of partitions of a parallel build; None when the
+            engine learns it only at the end (Ray), then :func:`merge` is told it.
         progress: show a progress bar.
         storage_options: passed to fsspec (e.g. ``{"endpoint_url": ...}`` for S3).
 
@@ -79,11 +83,13 @@ def write(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be a positive number of bytes, got {shard_size}")
-    if (partition is None) != (num_partitions is None):
+    if partition is None and num_partitions is not None:
         raise ValueError(
             f"pass partition and num_partitions together (got partition={partition}, num_partitions={num_partitions})"
         )
-    if num_partitions is not None and not 0 <= int(partition or 0) < num_partitions:
+    if partition is not None and not 0 <= partition < (
+        partition + 1 if num_partitions is None else num_partitions
+    ):
         raise ValueError(f"partition must be in [0, {num_partitions}), got {partition}")
     meta = dict(metadata or {})
     try:
@@ -98,7 +104,17 @@ def write(
             )
         loc.remove(MANIFEST_NAME)  # from here on the old store is no longer openable
     index = 0 if partition is None else int(partition)
-    columns, shards = _write_shards(records, loc, index, shard_size=shard_size, progress=progress)
+    if isinstance(records, Blocks):  # columnar batches from an engine or a build's workers
+        columns, shards = write_block_shards(
+            records,
+            lambda cols, pending, seq, n: _flush(loc, cols, pending, index, seq, n),
+            shard_size=shard_size,
+            progress=progress,
+        )
+    else:
+        columns, shards = _write_shards(
+            records, loc, index, shard_size=shard_size, progress=progress
+        )
     if partition is None:
         if not shards:
             raise StoreError(f"no records to write to {loc.url}; a store needs at least one record")
@@ -118,9 +134,14 @@ def write(
 
 
 def merge(
-    dest: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+    dest: str | os.PathLike[str],
+    *,
+    num_partitions: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Finish a parallel build: check every partition is written, then write the manifest.
+
+    ``num_partitions`` is needed when the partitions were written without one.
 
     Shards are ordered by partition, then as each writer wrote them; the store's metadata
     is that of the first non-empty partition. Files of earlier attempts that the new
@@ -146,7 +167,12 @@ def merge(
         raise StoreError(
             f"nothing to merge at {loc.url}: no partitions written (expected {PARTITIONS_DIR}/*.json)"
         )
-    expected = {int(b["num_partitions"]) for b in parts.values()}
+    expected = {int(b["num_partitions"]) for b in parts.values() if b["num_partitions"] is not None}
+    expected |= set() if num_partitions is None else {num_partitions}
+    if not expected:
+        raise StoreError(
+            f"cannot merge {loc.url}: the partitions were written without num_partitions; pass it to merge"
+        )
     if len(expected) != 1:
         raise StoreError(f"partitions at {loc.url} disagree on num_partitions: {sorted(expected)}")
     total = expected.pop()
@@ -258,7 +284,7 @@ def _write_shards(
 def _flush(
     loc: Location,
     columns: tuple[Column, ...],
-    builders: list[ColumnBuilder],
+    builders: list[Any],
     partition: int,
     seq: int,
     n: int,
