@@ -1,0 +1,117 @@
+"""Write an epochal store from a Ray Dataset: ``ds.write_datasink(epochal.ray.Sink(url))``.
+
+Each Ray write task writes its blocks as one partition of a parallel build
+(``epochal.write(..., partition=task, ...)``), straight from the blocks' Arrow columns
+(numbers, strings, binary and fixed-shape tensors are never turned into Python rows);
+the completion hook, which Ray calls once every task has succeeded, merges the
+partitions into the store. A task that Ray retries after its worker died writes its
+partition again under a new attempt, and the merge keeps exactly one attempt of each
+partition, so a retry never duplicates or loses records.
+
+Order: partitions are merged in task order, which is the dataset's order when Ray
+preserves it (``ray.data.DataContext.get_current().execution_options.preserve_order =
+True``); otherwise records are in the order Ray happened to run the tasks.
+
+Requires the ``ray`` extra (``pip install 'epochal[ray]'``); ``import epochal`` does not
+import Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ray.data import Datasink
+
+from epochal.store._blocks import Blocks
+from epochal.store._errors import StoreError
+from epochal.store._format import MANIFEST_NAME, Manifest
+from epochal.store._fs import locate
+from epochal.store._writer import DEFAULT_SHARD_SIZE, merge, write
+
+__all__ = ["Sink", "write_dataset"]
+
+
+class Sink(Datasink):
+    """A Ray Data datasink that writes an epochal store at ``dest``.
+
+    Args:
+        dest: a local path (shared by every Ray node) or an fsspec URL such as
+            ``s3://bucket/name``.
+        shard_size: target bytes of record data per shard.
+        metadata: JSON-serialisable data kept in the manifest.
+        overwrite: replace a finished store at ``dest`` (checked on the driver before
+            any task runs); without it that is an error.
+        storage_options: passed to fsspec in every task (e.g. an S3 endpoint).
+
+    After ``ds.write_datasink(sink)`` returns, ``sink.manifest`` is the store's manifest.
+    """
+
+    def __init__(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.dest = os.fspath(dest)
+        self.shard_size = shard_size
+        self.metadata = dict(metadata or {})
+        self.overwrite = overwrite
+        self.storage_options = dict(storage_options or {})
+        self.manifest: Manifest | None = None
+
+    def on_write_start(self, schema: Any = None) -> None:
+        """Refuse (or, with ``overwrite``, unpublish) a finished store before tasks start."""
+        loc = locate(self.dest, **self.storage_options)
+        if loc.exists(MANIFEST_NAME):
+            if not self.overwrite:
+                raise StoreError(
+                    f"{loc.url} already holds a finished store; pass overwrite=True to replace it"
+                )
+            loc.remove(MANIFEST_NAME)
+
+    def get_name(self) -> str:
+        return "epochal"
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
+        """Write this task's blocks as partition ``ctx.task_idx`` (runs in a Ray worker)."""
+        attempt = uuid.uuid4().hex[:12]  # a retried task is a new attempt of its partition
+        part = write(
+            Blocks(blocks),
+            self.dest,
+            shard_size=self.shard_size,
+            metadata=self.metadata,
+            partition=ctx.task_idx,
+            num_partitions=None,
+            storage_options=self.storage_options,
+        )
+        return {"partition": ctx.task_idx, "attempt": attempt, "records": part.num_records}
+
+    def on_write_complete(self, write_result: Any) -> None:
+        """Every task succeeded: merge their partitions into the store (runs on the driver)."""
+        returns = write_result.write_returns  # one per task, in the order they finished
+        tasks = sorted(r["partition"] for r in returns)
+        if tasks != list(range(len(tasks))):
+            raise StoreError(f"Ray reported write tasks {tasks}; expected 0..{len(tasks) - 1}")
+        self.manifest = merge(
+            self.dest, num_partitions=len(tasks), storage_options=self.storage_options
+        )
+
+
+def write_dataset(dataset: Any, dest: str | os.PathLike[str], **options: Any) -> Manifest:
+    """Write ``dataset`` to a store at ``dest`` and return its manifest.
+
+    Args:
+        dataset: a ``ray.data.Dataset``.
+        dest: where the store goes (a path every node shares, or an fsspec URL).
+        **options: :class:`Sink`'s keyword arguments.
+    """
+    sink = Sink(dest, **options)
+    dataset.write_datasink(sink)
+    assert sink.manifest is not None
+    return sink.manifest
