@@ -19,17 +19,17 @@ import Ray.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ray.data import Datasink
 
 from epochal.store._blocks import Blocks
+from epochal.store._engine_write import write_partition
 from epochal.store._errors import StoreError
 from epochal.store._format import MANIFEST_NAME, Manifest
 from epochal.store._fs import locate
-from epochal.store._writer import DEFAULT_SHARD_SIZE, merge, write
+from epochal.store._writer import DEFAULT_SHARD_SIZE, merge
 
 __all__ = ["Sink", "write_dataset"]
 
@@ -80,17 +80,15 @@ class Sink(Datasink):
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
         """Write this task's blocks as partition ``ctx.task_idx`` (runs in a Ray worker)."""
-        attempt = uuid.uuid4().hex[:12]  # a retried task is a new attempt of its partition
-        part = write(
+        return write_partition(
             Blocks(blocks),
             self.dest,
+            partition=ctx.task_idx,
+            num_partitions=None,  # Ray tells the completion hook how many tasks ran
             shard_size=self.shard_size,
             metadata=self.metadata,
-            partition=ctx.task_idx,
-            num_partitions=None,
             storage_options=self.storage_options,
         )
-        return {"partition": ctx.task_idx, "attempt": attempt, "records": part.num_records}
 
     def on_write_complete(self, write_result: Any) -> None:
         """Every task succeeded: merge their partitions into the store (runs on the driver)."""
