@@ -22,9 +22,13 @@ from epochal.store import StoreError
 from epochal.store._blocks import Blocks, as_block, from_arrow, from_records
 
 
-def _shard_files(path) -> dict[str, bytes]:
-    folder = os.path.join(path, "shards")
-    return {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)}
+def _shard_bytes(path, manifest) -> list[bytes]:
+    """The store's shard files in manifest order (names carry the build's id; bytes do not)."""
+    out = []
+    for shard in manifest.shards:
+        with open(os.path.join(path, "shards", shard.name), "rb") as f:
+            out.append(f.read())
+    return out
 
 
 def _cuts(n: int, points: list[int]) -> list[tuple[int, int]]:
@@ -46,7 +50,7 @@ def test_blocks_write_the_row_writers_store(tmp_path_factory, n, points, shard_s
     cols = epochal.write(blocks, tmp / "blocks", shard_size=shard_size)
     assert cols.fingerprint == rows.fingerprint
     assert [s.records for s in cols.shards] == [s.records for s in rows.shards]
-    assert _shard_files(tmp / "blocks") == _shard_files(tmp / "rows")
+    assert _shard_bytes(tmp / "blocks", cols) == _shard_bytes(tmp / "rows", rows)
 
 
 def _table(records: list[dict]) -> pa.Table:

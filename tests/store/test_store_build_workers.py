@@ -125,5 +125,5 @@ def test_a_bad_record_in_a_workers_part_is_named_as_one_process_names_it(tmp_pat
         messages.append(capsys.readouterr().err.strip().splitlines()[-1])
     assert messages[0] == messages[1]
     assert "record 33: column 'x' expects scalar[<i8]" in messages[0]
-    assert main(["build", str(src), str(tmp_path / "s0"), "--workers", "0"]) == 1
+    assert main(["build", str(src), str(tmp_path / "s0"), "--workers", "0"]) == 2
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+import epochal
 from epochal.cli import main
 
 
@@ -40,6 +42,8 @@ def test_build_inspect_verify_good_store(tmp_path, capsys):
     assert "record 2" not in out
     assert main(["verify", dest]) == 0
     assert capsys.readouterr().out.startswith(f"ok: {dest}: ")
+    assert main(["verify", dest, "--cache"]) == 0  # a local store has no cached copies
+    assert "cache: 0 cached shard copies checked" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(tmp_path, capsys):
@@ -96,3 +100,71 @@ def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and f"epochal {command}" in capsys.readouterr().out
+
+
+def _bad_stores(tmp_path):
+    """Stores broken in the ways the attack pass found, each as (name, url)."""
+    out = {}
+    src = _jsonl(tmp_path / "d.jsonl")
+    for name in ("dir-shard", "utf8", "no-shards", "nul-name", "huge-count"):
+        dest = tmp_path / name
+        assert main(["build", str(src), str(dest), "--shard-size-mb", "0.0002"]) == 0
+        out[name] = dest
+    shard = sorted((out["dir-shard"] / "shards").iterdir())[0]
+    shard.unlink()
+    shard.mkdir()
+    shard = sorted((out["utf8"] / "shards").iterdir())[0]
+    data = shard.read_bytes()
+    at = data.index(b"row 0")
+    shard.write_bytes(data[:at] + b"\xff" + data[at + 1 :])  # inspect reads record 0
+    for name, edit in (
+        ("no-shards", lambda b: b.update(shards=[])),
+        ("nul-name", lambda b: b["shards"][0].update(name="part-00000-a\x00-000000.arrow")),
+        ("huge-count", lambda b: b["shards"][0].update(records=10**20)),
+    ):
+        body = json.loads((out[name] / "manifest.json").read_text())
+        edit(body)
+        (out[name] / "manifest.json").write_text(json.dumps(body))
+    return out
+
+
+def test_every_bad_input_is_one_line_and_an_exit_code(tmp_path, capsys, monkeypatch):
+    """The attack pass's table: each bad input gets one line on stderr saying what is wrong
+    (no traceback: an exception escaping ``main`` fails this test), exit code 1 or 2."""
+    stores = _bad_stores(tmp_path)
+    src = _jsonl(tmp_path / "ok.jsonl")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 this is not a zip file")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    cases = [
+        (["build", str(tmp_path / "empty.npy"), str(tmp_path / "o1")], 1, "empty"),
+        (["build", str(tmp_path / "bad.npz"), str(tmp_path / "o2")], 1, "BadZipFile"),
+        (["build", str(src), str(tmp_path / "o3"), "--shard-size-mb", "0.0000001"], 2, "at least"),
+        (["build", str(src), str(tmp_path / "o4"), "--shard-size-mb", "nan"], 2, "finite"),
+        (["build", str(src), str(tmp_path / "o5"), "--shard-size-mb", "inf"], 2, "finite"),
+        (["verify", str(stores["dir-shard"])], 1, "cannot be read"),
+        (["inspect", str(stores["utf8"])], 1, "not valid UTF-8"),
+        (["verify", str(stores["utf8"])], 1, "shards are bad"),
+        (["inspect", str(stores["no-shards"])], 1, "shards must be a non-empty list"),
+        (["verify", str(stores["no-shards"])], 1, "shards must be a non-empty list"),
+        (["inspect", str(stores["nul-name"])], 1, "is not a shard file name"),
+        (["inspect", str(stores["huge-count"])], 1, "records must be an integer in"),
+        (["verify", str(stores["huge-count"])], 1, "records must be an integer in"),
+    ]
+    if importlib.util.find_spec("s3fs") is not None:
+        cases.append((["build", str(src), "s3://epochal-no-such-bucket/x"], 1, "credentials"))
+    for argv, code, message in cases:
+        assert main(argv) == code, argv
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1, (argv, captured.err)
+        assert lines[0].startswith(f"epochal {argv[0]}: error: ") and message in lines[0], (
+            argv,
+            lines[0],
+        )
+    with pytest.raises(epochal.Error, match=r"cannot be read|not a regular file"):
+        epochal.open(stores["dir-shard"], verify=True)

@@ -205,3 +205,81 @@ def test_shard_evicted_between_fetch_and_map_is_fetched_again(s3, tmp_path, monk
     monkeypatch.setattr(ShardCache, "fetch", fetch_then_evict)
     assert_record_equal(store[7], make_record(7))
     assert len(calls) == 2
+
+
+def test_verify_true_names_a_corrupt_cached_shard_and_downloads_it_again(s3, tmp_path):
+    """A cached copy that went bad on this machine (the bucket's copy is fine):
+    ``open(verify=True)`` warns naming the shard and repairs the cache; ``epochal.store
+    .verify_cache`` (``epochal verify --cache``) finds and removes such copies too."""
+    from epochal.store import StoreWarning, verify_cache
+
+    url, cache = _url(), tmp_path / "cache"
+    manifest = epochal.write(
+        (make_record(i) for i in range(30)), url, shard_size=600, storage_options=s3["options"]
+    )
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=cache)
+    store.get_columns(np.arange(len(store)))  # every shard cached
+    shard = manifest.shards[1]
+    (cached,) = cache.rglob(f"*{shard.name}")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    cached.write_bytes(bytes(data))
+    with pytest.warns(
+        StoreWarning, match=rf"cached copy .* of shard shards/{shard.name} .* is corrupt"
+    ):
+        fresh = epochal.open(url, verify=True, storage_options=s3["options"], cache_dir=cache)
+    assert_columns_equal(fresh.get_columns(np.arange(30)), np.arange(30))
+    assert cached.read_bytes() != bytes(data)  # downloaded again, intact
+    cached.write_bytes(bytes(data))
+    with pytest.warns(StoreWarning, match=rf"shard shards/{shard.name} .* is corrupt"):
+        checked, removed = verify_cache(url, cache_dir=cache, storage_options=s3["options"])
+    assert checked == len(manifest.shards) and removed == [shard.name]
+    assert not cached.exists()
+
+
+def test_builds_on_s3_hold_leases_and_a_failed_overwrite_keeps_the_old_store(s3, tmp_path):
+    """Object storage has no locks: leases are objects with a heartbeat. A second writer
+    is refused naming the first; a failed overwrite leaves the old store and no debris; a
+    stale lease (its writer died long ago) blocks nobody and is collected."""
+    import json
+    import time
+
+    from epochal.store import StoreError
+    from epochal.store._lease import LEASE_TTL
+
+    url, options, fs = _url(), s3["options"], s3["fs"]
+    old = epochal.write(({"label": i} for i in range(10)), url, storage_options=options)
+    refused: list[str] = []
+
+    def records():
+        for i in range(30):
+            if i == 5:
+                with pytest.raises(
+                    StoreError, match="is being written by another write build"
+                ) as e:
+                    epochal.write([{"label": 1}], url, overwrite=True, storage_options=options)
+                refused.append(str(e.value))
+            if i == 20:
+                raise RuntimeError("source broke")
+            yield {"label": 100 + i}
+
+    with pytest.raises(RuntimeError, match="source broke"):
+        epochal.write(records(), url, overwrite=True, shard_size=64, storage_options=options)
+    assert refused and f"pid {os.getpid()}" in refused[0]
+    store = epochal.open(url, verify=True, storage_options=options, cache_dir=tmp_path / "c")
+    assert store.get_columns(np.arange(len(store)))["label"].tolist() == list(range(10))
+    fs.invalidate_cache()
+    root = url.removeprefix("s3://")
+    assert sorted(os.path.basename(p) for p in fs.ls(f"{root}/shards")) == [
+        s.name for s in old.shards
+    ]
+    assert not fs.exists(f"{root}/_builds") or not fs.ls(f"{root}/_builds")
+    stale = time.time() - 2 * LEASE_TTL
+    lease = {"name": "part-00000-dead", "kind": "write", "pid": 1, "host": "gone"}
+    fs.pipe(
+        f"{root}/_builds/part-00000-dead.json",
+        json.dumps({**lease, "started": stale, "heartbeat": stale}).encode(),
+    )
+    epochal.write([{"label": 7}], url, overwrite=True, storage_options=options)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{root}/_builds/part-00000-dead.json")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
 import signal
@@ -10,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +22,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from epochal import StateError
-from epochal.train.checkpoint import Checkpointer, CheckpointWarning, load_model_state
+from epochal.train import checkpoint as checkpoint_module
+from epochal.train.checkpoint import (
+    Checkpointer,
+    CheckpointSaveError,
+    CheckpointWarning,
+    load_model_state,
+)
 from epochal.train.config import RunConfig, TrainerConfig, from_dict
 
 
@@ -290,6 +299,151 @@ def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(
     meta = ckpt.restore(model=model)
     assert meta is not None and meta["step"] == 2
     assert torch.all(model.weight == 2)
-    ckpt.save(3, model=model)  # the next save clears the debris
+    assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]  # gone at start
+    ckpt.save(3, model=model)
     assert ckpt.steps() == [3]
     assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]
+
+
+def _commit_path(directory: Path, step: int) -> Path:
+    return directory / f"step_{step:012d}.json"
+
+
+def test_a_commit_record_pointing_outside_the_directory_is_refused(tmp_path: Path) -> None:
+    """A commit record's "file" is untrusted: a path out of the directory, even to a sound
+    checkpoint with the right size and checksum, is never loaded."""
+    ckpt, model = _three_checkpoints(tmp_path / "ckpt")
+    elsewhere = tmp_path / "elsewhere"
+    Checkpointer(elsewhere).save(3, model=nn.Linear(3, 3))
+    outside = json.loads(_commit_path(elsewhere, 3).read_text())
+    for file in (f"../elsewhere/{outside['file']}", str(elsewhere / outside["file"])):
+        _commit_path(tmp_path / "ckpt", 3).write_text(json.dumps({**outside, "file": file}))
+        with pytest.warns(CheckpointWarning, match="is not the name of a step 3 checkpoint file"):
+            meta = ckpt.restore(model=model)
+        assert meta is not None and meta["step"] == 2 and torch.all(model.weight == 2)
+        with pytest.raises(StateError, match="step 3 is unusable"):
+            ckpt.restore(step=3, model=model)
+    # a bare name of another step's file is refused too (it would restore the wrong step)
+    step2 = json.loads(_commit_path(tmp_path / "ckpt", 2).read_text())
+    _commit_path(tmp_path / "ckpt", 3).write_text(json.dumps({**step2, "step": 3}))
+    with pytest.warns(CheckpointWarning, match="step 3"):
+        assert ckpt.restore(model=model)["step"] == 2
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        [1, 2, 3],
+        "a string",
+        {"format": "epochal.checkpoint"},
+        {"format": "epochal.checkpoint", "file": 5},
+        "bytes-as-text",
+        "metrics-list",
+        "metric-not-a-number",
+    ],
+)
+def test_a_commit_record_of_the_wrong_shape_is_skipped_with_a_warning(
+    tmp_path: Path, record: object
+) -> None:
+    ckpt = Checkpointer(tmp_path, keep_last=None, keep_best=("val", "min"))
+    model = nn.Linear(3, 3)
+    for step in (1, 2, 3):
+        ckpt.save(step, model=model, metrics={"val": float(step)})
+    good = json.loads(_commit_path(tmp_path, 3).read_text())
+    if record == "bytes-as-text":
+        record = {**good, "bytes": str(good["bytes"])}
+    elif record == "metrics-list":
+        record = {**good, "metrics": [1.0]}
+    elif record == "metric-not-a-number":
+        record = {**good, "metrics": {"val": "low"}}
+    _commit_path(tmp_path, 3).write_text(json.dumps(record))
+    with pytest.warns(CheckpointWarning, match="step 3 .* not a valid commit record"):
+        assert ckpt.restore(model=model)["step"] == 2
+    assert ckpt.steps() == [1, 2, 3] and ckpt.best_step == 1
+    ckpt.save(4, model=model, metrics={"val": 0.5})  # pruning copes with it too
+    assert ckpt.best_step == 4
+
+
+def test_leftovers_of_killed_saves_are_removed_when_a_run_starts(tmp_path: Path) -> None:
+    """Temporary files and uncommitted payloads of killed saves go at the first restore (or
+    save) of a new run, not only after its first successful save."""
+    _, model = _three_checkpoints(tmp_path)
+    debris = [tmp_path / ".tmp-abcdef12", tmp_path / ".tmp-0123abcd"]
+    for path in debris:
+        path.write_bytes(b"\0" * 1000)
+    orphan = tmp_path / "step_000000000004-0badf00d.pt"
+    orphan.write_bytes(b"half a payload")
+    kept = sorted(p.name for p in tmp_path.glob("step_*.pt") if p != orphan)
+    fresh = Checkpointer(tmp_path, keep_last=None)
+    assert fresh.restore(model=model)["step"] == 3
+    assert not any(p.exists() for p in [*debris, orphan])
+    assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == kept
+    for path in debris:  # and before the first save of a run that does not restore
+        path.write_bytes(b"\0")
+    Checkpointer(tmp_path, keep_last=None).save(5, model=model)
+    assert not any(p.exists() for p in debris)
+
+
+class _FullDisk:
+    """A file whose disk fills up after ``room`` bytes (write raises ENOSPC, as the OS does)."""
+
+    def __init__(self, f: Any, room: int) -> None:
+        self._f, self._room = f, room
+
+    def write(self, data: Any) -> int:
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+
+@pytest.mark.parametrize("room", [0, 5000])
+def test_a_full_disk_during_a_save_says_so(tmp_path: Path, monkeypatch: Any, room: int) -> None:
+    ckpt, _ = _three_checkpoints(tmp_path)
+    big = nn.Linear(64, 64)
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(
+        checkpoint_module.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), room)
+    )
+    with pytest.raises(CheckpointSaveError, match=r"no space left for it .* is full") as err:
+        ckpt.save(4, model=big)
+    assert "\n" not in str(err.value) and "unexpected pos" not in str(err.value)
+    monkeypatch.undo()
+    assert ckpt.steps() == [1, 2, 3] and not list(tmp_path.glob(".tmp-*"))
+
+
+_LIMITED = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from torch import nn
+    from epochal.train.checkpoint import Checkpointer, CheckpointSaveError
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    try:
+        Checkpointer(sys.argv[1]).save(1, model=nn.Linear(256, 256))
+    except CheckpointSaveError as err:
+        print(err)
+    """
+)
+
+
+def test_a_file_size_limit_hit_by_a_real_save_is_reported_in_one_line(tmp_path: Path) -> None:
+    """The same path with a real OS error: RLIMIT_FSIZE makes the kernel refuse the write."""
+    run = subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "no space left for it (File too large" in run.stdout, run.stdout
+    assert not list((tmp_path / "ckpt").iterdir())

@@ -2,17 +2,18 @@
 on object storage; opened as a fast, fork-safe Source.
 
 ``write(records, dest)`` builds a store (``merge(dest)`` finishes a parallel one),
-``open(url)`` reads it, ``verify(url)`` checks every checksum. See ``_format`` for the
+``open(url)`` reads it, ``verify(url)`` checks every checksum and structure,
+``verify_cache(url)`` the local cached copies of a remote store. See ``_format`` for the
 layout, ``_reader`` for what is checked when, ``_remote`` for the shard cache.
 """
 
 from __future__ import annotations
 
-from epochal.store._errors import CorruptStoreError, StoreError
+from epochal.store._errors import CorruptStoreError, StoreError, StoreWarning
 from epochal.store._format import FORMAT_VERSION, Column, Manifest, Shard
 from epochal.store._reader import StoreSource
 from epochal.store._reader import open_store as open
-from epochal.store._verify import verify
+from epochal.store._verify import verify, verify_cache
 from epochal.store._writer import merge, write
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "Shard",
     "StoreError",
     "StoreSource",
+    "StoreWarning",
     "merge",
     "open",
     "verify",
+    "verify_cache",
     "write",
 ]

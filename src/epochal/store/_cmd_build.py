@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import tyro
+
+from epochal._errors import Error
+from epochal.store._errors import StoreError
 
 __all__ = ["BuildConfig", "main"]
 
@@ -34,35 +40,84 @@ class BuildConfig:
 def main(argv: list[str]) -> int:
     """Run ``epochal build``; returns the exit status."""
     cfg = tyro.cli(BuildConfig, args=argv, prog="epochal build")
+    shard_size = cfg.shard_size_mb * (1 << 20)
+    if not math.isfinite(shard_size) or shard_size < 1:
+        print(
+            f"epochal build: error: --shard-size-mb must be a finite number of at least one byte "
+            f"(>= {1 / (1 << 20):.2g}), got {cfg.shard_size_mb}",
+            file=sys.stderr,
+        )
+        return 2
+    if cfg.workers is not None and cfg.workers < 1:
+        print(
+            f"epochal build: error: --workers must be at least 1, got {cfg.workers}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return _build(cfg, int(shard_size))
+    except Error:
+        raise
+    except Exception as err:
+        # errors of the cloud SDKs (no credentials, no bucket) are user errors too
+        if type(err).__module__.split(".")[0] in ("botocore", "google", "azure", "aiohttp"):
+            raise StoreError(
+                f"cannot write {cfg.dest!r}: {type(err).__name__}: {err}; check the credentials "
+                f"and the bucket (e.g. AWS_ACCESS_KEY_ID / AWS_PROFILE for s3://)"
+            ) from err
+        raise
+
+
+class _SourceError(StoreError):
+    """The input could not be read (an empty .npy, a broken .npz, ...)."""
+
+
+def _build(cfg: BuildConfig, shard_size: int) -> int:
     from tqdm import tqdm
 
     from epochal.store._blocks import Blocks
     from epochal.store._build_pool import default_workers, parallel_blocks
-    from epochal.store._errors import StoreError
     from epochal.store._format import MANIFEST_NAME
     from epochal.store._fs import locate
     from epochal.store._ingest import ingest
     from epochal.store._writer import write
 
-    if cfg.shard_size_mb <= 0:
-        raise StoreError(f"--shard-size-mb must be positive, got {cfg.shard_size_mb}")
-    if cfg.workers is not None and cfg.workers < 1:
-        raise StoreError(f"--workers must be at least 1, got {cfg.workers}")
     if not cfg.overwrite and locate(cfg.dest).exists(MANIFEST_NAME):  # fail before any work
         raise StoreError(
             f"{cfg.dest} already holds a finished store; pass --overwrite to replace it"
         )
-    source = ingest(cfg.src, cfg.format)
+    try:
+        source = ingest(cfg.src, cfg.format)
+    except _INPUT_ERRORS as err:
+        raise _SourceError(f"cannot read {cfg.src} as input: {_describe(err)}") from err
     start = time.perf_counter()
-    with tqdm(total=source.total, unit=" rec", unit_scale=True, desc="building") as bar:
+    with tqdm(
+        total=source.total, unit=" rec", unit_scale=True, desc="building", disable=None
+    ) as bar:
 
         def counted():
-            for record in source.records:
+            records = iter(source.records)
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    return
+                except _INPUT_ERRORS as err:
+                    raise _SourceError(f"cannot read {cfg.src}: {_describe(err)}") from err
                 yield record
                 bar.update(1)
 
         def counted_blocks():
-            for block in parallel_blocks(source.parts, workers):
+            blocks = parallel_blocks(source.parts, workers)
+            while True:
+                try:
+                    block = next(blocks)
+                except StopIteration:
+                    return
+                except Error:  # bad records: already one clear line
+                    raise
+                except _INPUT_ERRORS as err:  # raised reading a part, here or in a worker
+                    raise _SourceError(f"cannot read {cfg.src}: {_describe(err)}") from err
                 yield block
                 bar.update(len(block))
 
@@ -73,7 +128,7 @@ def main(argv: list[str]) -> int:
             manifest = write(
                 records,
                 cfg.dest,
-                shard_size=int(cfg.shard_size_mb * (1 << 20)),
+                shard_size=shard_size,
                 metadata=source.metadata,
                 overwrite=cfg.overwrite,
             )
@@ -85,3 +140,14 @@ def main(argv: list[str]) -> int:
         f"{len(manifest.shards)} shards, {manifest.num_records / max(seconds, 1e-9):,.0f} records/s"
     )
     return 0
+
+
+# what a damaged or unexpected input file raises from the readers ingest uses
+_INPUT_ERRORS = (EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError, KeyError)
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, EOFError):
+        text = f"the file is empty or cut short ({text or 'no data'})"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

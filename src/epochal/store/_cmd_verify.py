@@ -1,8 +1,10 @@
-"""``epochal verify URL``: check every shard of a store against its manifest's checksums."""
+"""``epochal verify URL``: check every shard of a store against its manifest."""
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,10 +15,14 @@ __all__ = ["VerifyConfig", "main"]
 
 @dataclass(kw_only=True)
 class VerifyConfig:
-    """Read every shard of a store and check its size and xxh3-64 checksum."""
+    """Read every shard of a store and check its size, xxh3-64 checksum and structure."""
 
     url: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="URL")]
     """The store: a local path or an fsspec URL."""
+    cache: bool = False
+    """For a remote store, also check this machine's cached copies of its shards (corrupt ones are removed)."""
+    cache_dir: str | None = None
+    """The shard cache to check (default $EPOCHAL_CACHE or ~/.cache/epochal/stores)."""
 
 
 def main(argv: list[str]) -> int:
@@ -26,15 +32,22 @@ def main(argv: list[str]) -> int:
 
     from epochal.store._fs import locate
     from epochal.store._reader import read_manifest
-    from epochal.store._verify import verify
+    from epochal.store._verify import verify, verify_cache
 
     total = read_manifest(locate(cfg.url)).num_bytes
     start = time.perf_counter()
-    with tqdm(total=total, unit="B", unit_scale=True, desc="verifying") as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc="verifying", disable=None) as bar:
         manifest = verify(cfg.url, on_bytes=bar.update)
     seconds = time.perf_counter() - start
     print(
         f"ok: {cfg.url}: {len(manifest.shards)} shards, {manifest.num_records} records, "
         f"{manifest.num_bytes / 2**20:.1f} MiB verified in {seconds:.1f}s"
     )
+    if cfg.cache:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checked, removed = verify_cache(cfg.url, cache_dir=cfg.cache_dir)
+        for warning in caught:
+            print(f"epochal verify: warning: {warning.message}", file=sys.stderr)
+        print(f"cache: {checked} cached shard copies checked, {len(removed)} corrupt ones removed")
     return 0

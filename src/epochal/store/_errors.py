@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from epochal._errors import Error
 
-__all__ = ["CorruptStoreError", "StoreError"]
+__all__ = ["CorruptStoreError", "StoreError", "StoreWarning"]
 
 
 class StoreError(Error):
@@ -13,3 +13,7 @@ class StoreError(Error):
 
 class CorruptStoreError(StoreError):
     """A store's bytes do not match its manifest; the message names the shard or manifest."""
+
+
+class StoreWarning(UserWarning):
+    """Something about a store was wrong and has been repaired (e.g. a corrupt cached shard)."""

@@ -9,12 +9,25 @@ The manifest names every shard with its record count, byte size and xxh3-64 chec
 schema (one :class:`Column` per field), the format version and a dataset fingerprint.
 Version policy: readers accept every version up to :data:`FORMAT_VERSION` and refuse newer
 ones with a message saying to upgrade epochal.
+
+The manifest is untrusted input: every field is checked for type and range when it is
+parsed (:meth:`Manifest.from_bytes`), so a hand edit or a flipped byte is an error naming
+the field, never an overflow, a path outside the store or a silent change of meaning.
+Version 2 (this writer) adds what lets a reader check a manifest against the shards
+themselves: shard names ``part-<partition>-<build id>-<seq>.arrow`` whose order the
+manifest must keep, and each shard's own position and column entries in its Arrow schema
+metadata (:data:`SHARD_POSITION_KEY`, :data:`SHARD_COLUMNS_KEY`; the position, not the
+name, so that rebuilding the same records gives the same bytes, checksums and
+fingerprint whatever the build id). Version 1 stores (names
+``part-<partition>-<seq>.arrow``, no shard metadata) still read.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +43,33 @@ __all__ = [
     "MANIFEST_NAME",
     "PARTITIONS_DIR",
     "SHARDS_DIR",
+    "SHARD_COLUMNS_KEY",
+    "SHARD_POSITION_KEY",
     "Column",
     "Manifest",
     "Shard",
+    "check_shard_entry",
     "fingerprint_of",
     "infer_column",
+    "shard_build",
+    "shard_position",
 ]
 
 FORMAT = "epochal-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SHARD_POSITION_KEY = b"epochal.position"  # a shard's schema metadata: "<partition>-<seq>"
+SHARD_COLUMNS_KEY = b"epochal.columns"  # ... and the manifest's column entries, as JSON
+
+# bounds on what a manifest may claim (far above any real store, far below an overflow)
+MAX_SHARD_RECORDS = 1 << 40
+MAX_RECORDS = 1 << 48
+MAX_SHARD_BYTES = 1 << 48
+MAX_RECORD_BYTES = 1 << 32  # of one fixed-size value
+MAX_NDIM = 32
+
+_SHARD_NAME = re.compile(r"^(part-(\d{5})-[A-Za-z0-9_]{1,64})-(\d{6})\.arrow$")
+_V1_SHARD_NAME = re.compile(r"^part-(\d{5})-(\d{6})\.arrow$")
+_XXH3 = re.compile(r"^[0-9a-f]{16}$")
 MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
 PARTITIONS_DIR = "_partitions"  # per-partition manifests of a build that is not merged yet
@@ -86,18 +117,66 @@ class Column:
 
     @classmethod
     def from_json(cls, data: Any) -> Column:
-        if (
-            not isinstance(data, dict)
-            or data.get("kind") not in KINDS
-            or not isinstance(data.get("name"), str)
-        ):
-            raise ValueError(f"bad column entry {data!r}")
-        kind = data["kind"]
-        dtype = data.get("dtype")
-        if kind in ("scalar", "array"):
-            np.dtype(dtype)  # raises TypeError on garbage
-        shape = tuple(int(d) for d in data.get("shape", ()))
-        return cls(name=data["name"], kind=kind, dtype=dtype, shape=shape)
+        """Parse a column entry; ValueError naming the field when it is not a valid one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a column entry must be an object, got {data!r}")
+        name, kind = data.get("name"), data.get("kind")
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise ValueError(f"column name must be a non-empty string without NUL, got {name!r}")
+        if kind not in KINDS:
+            raise ValueError(f"column {name!r} has kind {kind!r}, expected one of {list(KINDS)}")
+        dtype, shape = data.get("dtype"), data.get("shape", [])
+        if kind in ("bytes", "str"):
+            if dtype is not None or "shape" in data:
+                raise ValueError(f"column {name!r} of kind {kind!r} cannot have a dtype or shape")
+            return cls(name=name, kind=kind)
+        _check_dtype(name, dtype)
+        if kind == "scalar" and shape != []:
+            raise ValueError(f"scalar column {name!r} cannot have a shape, got {shape!r}")
+        if kind == "array":
+            _check_shape(name, shape, np.dtype(dtype).itemsize)
+        return cls(name=name, kind=kind, dtype=dtype, shape=tuple(shape))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_dtype(name: str, dtype: Any) -> None:
+    try:
+        with warnings.catch_warnings():  # deprecated aliases ('a') are refused below anyway
+            warnings.simplefilter("ignore")
+            parsed = np.dtype(dtype) if isinstance(dtype, str) else None
+    except Exception:  # numpy's parser raises TypeError, ValueError, even SyntaxError
+        parsed = None
+    if (
+        parsed is None
+        or parsed.str != dtype
+        or parsed.kind not in "biufc"
+        or parsed.byteorder == ">"
+    ):
+        raise ValueError(
+            f"column {name!r} has dtype {dtype!r}; expected a little-endian numpy dtype string of "
+            f"bool/int/uint/float/complex such as '<f4' or '|u1'"
+        )
+
+
+def _check_shape(name: str, shape: Any, itemsize: int) -> None:
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= MAX_NDIM
+        or not all(_is_int(d) and d >= 1 for d in shape)
+    ):
+        raise ValueError(
+            f"array column {name!r} has shape {shape!r}; expected a list of 1 to {MAX_NDIM} positive integers"
+        )
+    size = itemsize
+    for d in shape:
+        size *= d
+        if size > MAX_RECORD_BYTES:
+            raise ValueError(
+                f"array column {name!r} has shape {shape!r}: over {MAX_RECORD_BYTES} bytes per record"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,17 +193,67 @@ class Shard:
 
     @classmethod
     def from_json(cls, data: Any) -> Shard:
-        if not isinstance(data, dict):
-            raise ValueError(f"bad shard entry {data!r}")
-        shard = cls(
-            name=str(data["name"]),
-            records=int(data["records"]),
-            bytes=int(data["bytes"]),
-            xxh3=str(data["xxh3"]),
+        """Parse a shard entry; ValueError naming the field when it is not a valid one."""
+        check_shard_entry(data)
+        return cls(
+            name=data["name"], records=data["records"], bytes=data["bytes"], xxh3=data["xxh3"]
         )
-        if "/" in shard.name or shard.name.startswith(".") or shard.records < 0 or shard.bytes < 0:
-            raise ValueError(f"bad shard entry {data!r}")
-        return shard
+
+
+def check_shard_entry(data: Any) -> None:
+    """Check the fields of one manifest shard entry this code knows (others are allowed)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a shard entry must be an object, got {data!r}")
+    name = data.get("name")
+    if not isinstance(name, str) or not (_SHARD_NAME.match(name) or _V1_SHARD_NAME.match(name)):
+        raise ValueError(
+            f"shard name {name!r} is not a shard file name (part-<partition>-<build>-<seq>.arrow)"
+        )
+    for key, top in (("records", MAX_SHARD_RECORDS), ("bytes", MAX_SHARD_BYTES)):
+        value = data.get(key)
+        if not _is_int(value) or not 1 <= value <= top:
+            raise ValueError(f"shard {name}: {key} must be an integer in [1, {top}], got {value!r}")
+    if not isinstance(data.get("xxh3"), str) or not _XXH3.match(data["xxh3"]):
+        raise ValueError(f"shard {name}: xxh3 must be 16 hex digits, got {data.get('xxh3')!r}")
+
+
+def shard_build(name: str) -> str | None:
+    """The build (``part-<partition>-<id>``) a shard file, or its temporary file, belongs to.
+
+    None for names of version 1 stores and anything else: those belong to no live build.
+    """
+    match = _SHARD_NAME.match(name.lstrip(".").split(".arrow", 1)[0] + ".arrow")
+    return match.group(1) if match else None
+
+
+def shard_position(name: str) -> str | None:
+    """``"<partition>-<seq>"`` of a version 2 shard name (what its file records), else None."""
+    match = _SHARD_NAME.match(name)
+    return f"{match.group(2)}-{match.group(3)}" if match else None
+
+
+def _check_shard_order(shards: tuple[Shard, ...], version: int) -> None:
+    """Shards must be in the order the writer made them: by partition, one build each, and
+    within it by sequence number from 0 with no gap (a swapped entry would reorder data)."""
+    previous: tuple[int, str, int] | None = None
+    for shard in shards:
+        match = _SHARD_NAME.match(shard.name)
+        if match:
+            key = (int(match.group(2)), match.group(1), int(match.group(3)))
+        elif version == 1 and (old := _V1_SHARD_NAME.match(shard.name)):
+            key = (int(old.group(1)), "", int(old.group(2)))
+        else:
+            raise ValueError(f"shard name {shard.name!r} is not a version {version} shard name")
+        if previous is not None and key[0] == previous[0]:
+            ok = key[1] == previous[1] and key[2] == previous[2] + 1
+        else:
+            ok = key[2] == 0 and (previous is None or key[0] > previous[0])
+        if not ok:
+            raise ValueError(
+                f"shard {shard.name} is out of order (shards go by partition, then sequence "
+                f"number from 0 with no gap, one build per partition)"
+            )
+        previous = key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +294,7 @@ class Manifest:
         """Parse and check a manifest; ``where`` names it in errors."""
         try:
             data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, absurd nesting or digits
             raise CorruptStoreError(
                 f"manifest {where} is not valid JSON ({err}); the store is damaged"
             ) from err
@@ -174,27 +303,16 @@ class Manifest:
                 f"{where} is not an epochal store manifest (format {data.get('format') if isinstance(data, dict) else None!r}, expected {FORMAT!r})"
             )
         version = data.get("version")
-        if not isinstance(version, int) or version < 1:
+        if not _is_int(version) or version < 1:
             raise CorruptStoreError(f"manifest {where} has a bad format version {version!r}")
         if version > FORMAT_VERSION:
             raise StoreError(
                 f"store manifest {where} has format version {version}, newer than this epochal reads (<= {FORMAT_VERSION}); upgrade epochal"
             )
         try:
-            manifest = cls(
-                columns=tuple(Column.from_json(c) for c in data["columns"]),
-                shards=tuple(Shard.from_json(s) for s in data["shards"]),
-                metadata=dict(data.get("metadata") or {}),
-                version=version,
-            )
+            manifest = _parse_body(data, version)
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptStoreError(f"manifest {where} is damaged: {err}") from err
-        if not manifest.columns or len({c.name for c in manifest.columns}) != len(manifest.columns):
-            raise CorruptStoreError(
-                f"manifest {where} is damaged: missing or repeated column names"
-            )
-        if len({s.name for s in manifest.shards}) != len(manifest.shards):
-            raise CorruptStoreError(f"manifest {where} is damaged: a shard is listed twice")
         if (
             data.get("num_records") != manifest.num_records
             or data.get("fingerprint") != manifest.fingerprint
@@ -203,6 +321,39 @@ class Manifest:
                 f"manifest {where} is damaged: its record count or fingerprint does not match its shard list"
             )
         return manifest
+
+
+def _parse_body(data: dict[str, Any], version: int) -> Manifest:
+    """The manifest a parsed JSON body describes; ValueError naming the first bad field."""
+    columns, shards, metadata = data.get("columns"), data.get("shards"), data.get("metadata", {})
+    if not isinstance(columns, list) or not columns:
+        raise ValueError(f"columns must be a non-empty list, got {columns!r}")
+    if not isinstance(shards, list) or not shards:
+        raise ValueError(
+            f"shards must be a non-empty list, got {shards!r} (a store has at least one record)"
+        )
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be an object, got {metadata!r}")
+    if not _is_int(data.get("num_records")) or not 1 <= data["num_records"] <= MAX_RECORDS:
+        raise ValueError(
+            f"num_records must be an integer in [1, {MAX_RECORDS}], got {data.get('num_records')!r}"
+        )
+    if not isinstance(data.get("fingerprint"), str):
+        raise ValueError(f"fingerprint must be a string, got {data.get('fingerprint')!r}")
+    manifest = Manifest(
+        columns=tuple(Column.from_json(c) for c in columns),
+        shards=tuple(Shard.from_json(s) for s in shards),
+        metadata=metadata,
+        version=version,
+    )
+    if len({c.name for c in manifest.columns}) != len(manifest.columns):
+        raise ValueError("a column name is repeated")
+    if len({s.name for s in manifest.shards}) != len(manifest.shards):
+        raise ValueError("a shard is listed twice")
+    if manifest.num_records > MAX_RECORDS:
+        raise ValueError(f"the shards hold {manifest.num_records} records, over {MAX_RECORDS}")
+    _check_shard_order(manifest.shards, version)
+    return manifest
 
 
 def fingerprint_of(columns: tuple[Column, ...], shards: tuple[Shard, ...]) -> str:

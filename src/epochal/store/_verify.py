@@ -1,19 +1,28 @@
-"""``verify``: check a whole store against its manifest, reporting every bad shard."""
+"""``verify``: check a whole store against its manifest, reporting every bad shard.
+
+It fails whenever a read would: the manifest gets the same checks as ``open``, every
+shard the same structural checks as its first use in a read (see ``_reader``) plus its
+full xxh3-64 checksum and a check of every value (offsets, UTF-8 of str columns).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pyarrow as pa
 import xxhash
 
-from epochal.store._errors import CorruptStoreError
-from epochal.store._format import SHARDS_DIR, Manifest
-from epochal.store._fs import locate
-from epochal.store._reader import read_manifest
+from epochal.store._errors import CorruptStoreError, StoreWarning
+from epochal.store._format import SHARDS_DIR, Manifest, Shard
+from epochal.store._fs import Location, locate
+from epochal.store._reader import _OpenShard, check_shard, read_manifest
+from epochal.store._remote import ShardCache, hash_file
 
-__all__ = ["verify"]
+__all__ = ["verify", "verify_cache"]
 
 _CHUNK = 8 << 20
 
@@ -24,9 +33,10 @@ def verify(
     storage_options: Mapping[str, Any] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> Manifest:
-    """Read every shard of the store at ``url`` and check its size and xxh3-64 checksum.
+    """Check every shard of the store at ``url``: size, xxh3-64 checksum, structure, values.
 
-    Reads the store itself (for object storage: straight from the bucket, not the cache).
+    Reads the store itself (for object storage: straight from the bucket, not the cache;
+    see :func:`verify_cache` for that).
 
     Args:
         url: a local path or fsspec URL.
@@ -37,35 +47,112 @@ def verify(
         The manifest, when every shard is intact.
 
     Raises:
-        CorruptStoreError: naming every missing, truncated or corrupt shard.
+        CorruptStoreError: naming every missing, truncated, corrupt or malformed shard,
+            or a damaged manifest.
         StoreError: when there is no finished store at ``url``.
     """
     loc = locate(url, **dict(storage_options or {}))
     manifest = read_manifest(loc)
     problems: list[str] = []
     for shard in manifest.shards:
-        digest = xxhash.xxh3_64()
-        size = 0
-        try:
-            with loc.fs.open(loc.path(SHARDS_DIR, shard.name), "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-        except FileNotFoundError:
-            problems.append(f"{SHARDS_DIR}/{shard.name} is missing")
-            continue
-        if size != shard.bytes:
-            problems.append(
-                f"{SHARDS_DIR}/{shard.name} has {size} bytes, the manifest says {shard.bytes}"
-            )
-        elif digest.hexdigest() != shard.xxh3:
-            problems.append(
-                f"{SHARDS_DIR}/{shard.name} is corrupt (xxh3 {digest.hexdigest()}, the manifest says {shard.xxh3})"
-            )
+        problem = _check_one(loc, manifest, shard, on_bytes)
+        if problem is not None:
+            problems.append(problem)
     if problems:
         raise CorruptStoreError(
             f"store {loc.url}: {len(problems)} of {len(manifest.shards)} shards are bad: {'; '.join(problems)}"
         )
     return manifest
+
+
+def _check_one(
+    loc: Location, manifest: Manifest, shard: Shard, on_bytes: Callable[[int], None] | None
+) -> str | None:
+    """What is wrong with one shard, or None."""
+    name = f"{SHARDS_DIR}/{shard.name}"
+    digest = xxhash.xxh3_64()
+    size = 0
+    # a remote shard is checked from memory (one at a time); a local one from its map
+    kept: bytearray | None = None if loc.is_local else bytearray()
+    try:
+        with loc.fs.open(loc.path(SHARDS_DIR, shard.name), "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if kept is not None and size <= shard.bytes:
+                    kept += chunk
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+    except FileNotFoundError:
+        return f"{name} is missing"
+    except OSError as err:
+        return f"{name} cannot be read ({err})"
+    if size != shard.bytes:
+        return f"{name} has {size} bytes, the manifest says {shard.bytes}"
+    if digest.hexdigest() != shard.xxh3:
+        return f"{name} is corrupt (xxh3 {digest.hexdigest()}, the manifest says {shard.xxh3})"
+    try:
+        if kept is None:
+            _OpenShard(
+                loc.path(SHARDS_DIR, shard.name),
+                shard,
+                manifest.columns,
+                name,
+                version=manifest.version,
+                full=True,
+            )
+        else:
+            check_shard(
+                pa.BufferReader(pa.py_buffer(kept)),
+                shard,
+                manifest.columns,
+                name,
+                version=manifest.version,
+                full=True,
+            )
+    except CorruptStoreError as err:
+        return str(err).removeprefix("shard ")
+    return None
+
+
+def verify_cache(
+    url: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[int, list[str]]:
+    """Check the local cached copies of a remote store's shards; remove corrupt ones.
+
+    Each removed copy is reported with a :class:`~epochal.store.StoreWarning` naming the
+    shard; the next read downloads it again (verified).
+
+    Returns:
+        How many cached copies were checked, and the names of the shards whose copy was
+        corrupt and has been removed.
+    """
+    loc = locate(url, **dict(storage_options or {}))
+    manifest = read_manifest(loc)
+    if loc.is_local:
+        return 0, []
+    cache = ShardCache(loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir))
+    checked, removed = 0, []
+    for shard in manifest.shards:
+        path = cache.local_path(shard)
+        try:
+            got = hash_file(path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            got = (-1, f"unreadable ({err})")
+        checked += 1
+        if got != (shard.bytes, shard.xxh3):
+            warnings.warn(
+                f"the cached copy {path} of shard {SHARDS_DIR}/{shard.name} of {loc.url} is corrupt "
+                f"({got[0]} bytes with xxh3 {got[1]}); removed, the next read downloads it again",
+                StoreWarning,
+                stacklevel=2,
+            )
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            removed.append(shard.name)
+    return checked, removed

@@ -1,22 +1,39 @@
 """``write`` and ``merge``: records -> Arrow IPC shards + a manifest written last.
 
-A build is crash-safe by order of operations: shards first (each one atomically), the
-manifest last (atomically). Without ``manifest.json`` a folder is not a store, so a build
-that dies midway is never opened as finished. Re-running the build replaces it: shard
-names are deterministic, so the rerun overwrites them, and files no manifest lists are
-removed once the new manifest is in place.
+Every build has its own id, and so its own shard names (``part-<partition>-<id>-<seq>``),
+its own lease (see ``_lease``) and, once finished, a manifest that names exactly its
+shards. From that:
 
-Parallel builds: each writer calls ``write(..., partition=i, num_partitions=k)`` and
-produces its own shards plus ``_partitions/part-<i>.json``; ``merge(dest)`` then checks
-that all k partitions are there with one schema and writes the store's manifest, with the
-shards in partition order. Any engine that can run k functions (multiprocessing, Ray,
-Spark, Dask) can drive it.
+- **Crash-safe**: shards first (each one atomically), the manifest last (atomically).
+  Without ``manifest.json`` a folder is not a store, so a build that dies midway is never
+  opened as finished; rerunning the build completes it and removes the dead one's files.
+- **Safe overwrite**: ``overwrite=True`` writes the new build beside the old store, which
+  stays readable until the new manifest replaces the old one in one atomic step; only
+  then are the old shards removed. A source that raises, a bad record or a SIGKILL leave
+  the old store as it was.
+- **Writers never mix**: a second whole-store write to a destination that a live build is
+  writing is refused with an error naming that build; and should two slip past the check
+  (object storage has no locks), each still commits only its own shards, so a reader sees
+  one build or the other, never a mix. Files are removed only when the current manifest
+  does not list them and their build is not live.
+
+Parallel builds: each writer calls ``write(..., partition=i, num_partitions=k)``; every
+call is one *attempt* with its own id (``attempt=``, default a fresh one), which writes
+shards named by it and, when done, the record ``_partitions/part-<i>-<attempt>.json``
+naming exactly those shards. Retried or speculative attempts of one partition therefore
+never touch each other's files. ``merge(dest)`` picks one finished attempt per partition
+(the first committed; ties by attempt id), checks one schema, writes the manifest with
+the shards in partition order and removes every other attempt's files. Any engine that
+can run k functions (multiprocessing, Ray, Spark, Dask) can drive it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,18 +48,25 @@ from epochal.store._format import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     PARTITIONS_DIR,
+    SHARD_COLUMNS_KEY,
+    SHARD_POSITION_KEY,
     SHARDS_DIR,
     Column,
     Manifest,
     Shard,
     infer_column,
+    shard_build,
+    shard_position,
 )
 from epochal.store._fs import Location, locate
+from epochal.store._lease import BUILDS_DIR, Lease, fresh_listing, live_leases, new_build_id
 
 __all__ = ["DEFAULT_SHARD_SIZE", "merge", "write"]
 
 DEFAULT_SHARD_SIZE = 64 << 20  # bytes of records per shard: big enough to amortise, small to fetch
 _PARTITION_FORMAT = f"{FORMAT}-partition"
+_ATTEMPT = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # ends up in file names: no '-', '/', '.'
+_RECORD = re.compile(r"^part-(\d{5})-([A-Za-z0-9_]{1,64})\.json$")
 
 
 def write(
@@ -54,6 +78,7 @@ def write(
     overwrite: bool = False,
     partition: int | None = None,
     num_partitions: int | None = None,
+    attempt: str | int | None = None,
     progress: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Manifest:
@@ -70,19 +95,28 @@ def write(
         shard_size: target bytes of record data per shard.
         metadata: JSON-serialisable data kept in the manifest (e.g. class names).
         overwrite: replace a finished store at ``dest``; without it that is an error.
-            An unfinished build (no manifest) is always replaced.
+            The old store stays readable until the new one is committed. An unfinished
+            build (no manifest) is always replaced.
         partition: with ``num_partitions``, write only partition ``partition`` of a
             parallel build; call :func:`merge` when all partitions are written.
         num_partitions: the number of partitions of a parallel build; None when the
             engine learns it only at the end (Ray), then :func:`merge` is told it.
+        attempt: the id of this attempt at ``partition`` (letters, digits and ``_``, at
+            most 64): a retried or speculative task may pass its engine's attempt id, or
+            leave the default, a fresh unique id. Attempts never touch each other's files;
+            :func:`merge` keeps one. Rerunning the same attempt id replaces that attempt.
         progress: show a progress bar.
         storage_options: passed to fsspec (e.g. ``{"endpoint_url": ...}`` for S3).
 
     Returns:
         The manifest of the finished store, or of this partition's shards.
+
+    Raises:
+        StoreError: bad records; a finished store at ``dest`` without ``overwrite``;
+            another build writing to ``dest`` now (the message names it).
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be a positive number of bytes, got {shard_size}")
+    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive whole number of bytes, got {shard_size!r}")
     if partition is None and num_partitions is not None:
         raise ValueError(
             f"pass partition and num_partitions together (got partition={partition}, num_partitions={num_partitions})"
@@ -91,45 +125,93 @@ def write(
         partition + 1 if num_partitions is None else num_partitions
     ):
         raise ValueError(f"partition must be in [0, {num_partitions}), got {partition}")
+    if attempt is not None and partition is None:
+        raise ValueError(f"attempt={attempt!r} names an attempt at a partition; pass partition too")
+    build = new_build_id() if attempt is None else str(attempt)
+    if not _ATTEMPT.match(build):
+        raise ValueError(
+            f"attempt must be 1-64 letters, digits or '_' (it names files), got {attempt!r}"
+        )
     meta = dict(metadata or {})
     try:
         json.dumps(meta)
     except TypeError as err:
         raise StoreError(f"metadata must be JSON-serialisable: {err}") from err
     loc = locate(dest, **dict(storage_options or {}))
-    if loc.exists(MANIFEST_NAME):
-        if not overwrite:
-            raise StoreError(
-                f"{loc.url} already holds a finished store; pass overwrite=True (epochal build --overwrite) to replace it"
+    if partition is not None:
+        total = None if num_partitions is None else int(num_partitions)
+        return _write_partition(
+            records, loc, int(partition), total, build, meta, shard_size, progress
+        )
+    had_store = loc.exists(MANIFEST_NAME)
+    if had_store and not overwrite:
+        raise StoreError(
+            f"{loc.url} already holds a finished store; pass overwrite=True (epochal build --overwrite) to replace it"
+        )
+    prefix = _shard_prefix(0, build)
+    lease = Lease.take(loc, prefix, kind="write")
+    try:
+        try:
+            columns, shards = _write_shards(
+                records, loc, prefix, shard_size=shard_size, progress=progress, lease=lease
             )
-        loc.remove(MANIFEST_NAME)  # from here on the old store is no longer openable
-    index = 0 if partition is None else int(partition)
-    if isinstance(records, Blocks):  # columnar batches from an engine or a build's workers
-        columns, shards = write_block_shards(
-            records,
-            lambda cols, pending, seq, n: _flush(loc, cols, pending, index, seq, n),
-            shard_size=shard_size,
-            progress=progress,
-        )
-    else:
-        columns, shards = _write_shards(
-            records, loc, index, shard_size=shard_size, progress=progress
-        )
-    if partition is None:
+        except BaseException:
+            _remove_own(loc, prefix)
+            raise
         if not shards:
             raise StoreError(f"no records to write to {loc.url}; a store needs at least one record")
-        return _finish(loc, Manifest(columns=columns, shards=tuple(shards), metadata=meta))
-    body = {
-        "format": _PARTITION_FORMAT,
-        "version": FORMAT_VERSION,
-        "partition": index,
-        "num_partitions": num_partitions,
-        "columns": [c.to_json() for c in columns],
-        "shards": [s.to_json() for s in shards],
-        "metadata": meta,
-    }
-    loc.put(json.dumps(body, indent=1).encode(), PARTITIONS_DIR, _partition_name(index))
-    _remove_unlisted(loc, {s.name for s in shards}, prefix=_shard_prefix(index))
+        if not had_store and loc.exists(MANIFEST_NAME) and not overwrite:
+            _remove_own(loc, prefix)
+            raise StoreError(
+                f"another build finished a store at {loc.url} while this one was writing; "
+                f"pass overwrite=True to replace it"
+            )
+        manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
+        _commit(loc, manifest)
+    finally:
+        lease.release()
+    _collect_garbage(loc)
+    return manifest
+
+
+def _write_partition(
+    records: Iterable[Mapping[str, Any]],
+    loc: Location,
+    index: int,
+    total: int | None,
+    attempt: str,
+    meta: dict[str, Any],
+    shard_size: int,
+    progress: bool,
+) -> Manifest:
+    """One attempt at one partition: its own shards, then its record (last, atomically)."""
+    prefix = _shard_prefix(index, attempt)
+    lease = Lease.take(loc, prefix, kind="partition", partition=index)
+    try:
+        # a rerun of this very attempt id replaces it: its old record must not outlive it
+        loc.remove(PARTITIONS_DIR, _record_name(index, attempt))
+        _remove_own(loc, prefix)
+        try:
+            columns, shards = _write_shards(
+                records, loc, prefix, shard_size=shard_size, progress=progress, lease=lease
+            )
+        except BaseException:
+            _remove_own(loc, prefix)
+            raise
+        body = {
+            "format": _PARTITION_FORMAT,
+            "version": FORMAT_VERSION,
+            "partition": index,
+            "num_partitions": total,
+            "attempt": attempt,
+            "committed": time.time(),
+            "columns": [c.to_json() for c in columns],
+            "shards": [s.to_json() for s in shards],
+            "metadata": meta,
+        }
+        loc.put(json.dumps(body, indent=1).encode(), PARTITIONS_DIR, _record_name(index, attempt))
+    finally:
+        lease.release()
     return Manifest(columns=columns, shards=tuple(shards), metadata=meta)
 
 
@@ -139,35 +221,92 @@ def merge(
     num_partitions: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    """Finish a parallel build: check every partition is written, then write the manifest.
+    """Finish a parallel build: pick one finished attempt per partition, write the manifest.
 
-    ``num_partitions`` is needed when the partitions were written without one.
+    ``num_partitions`` is needed when the partitions were written without one (Ray).
 
-    Shards are ordered by partition, then as each writer wrote them; the store's metadata
-    is that of the first non-empty partition. Files of earlier attempts that the new
-    manifest does not list are removed afterwards.
+    Of several finished attempts at one partition (retries, speculative copies) the first
+    committed is kept (ties: the smallest attempt id), so the choice is deterministic for
+    a given set of records. Shards are ordered by partition, then as each writer wrote
+    them; the store's metadata is that of the first non-empty partition. Files of every
+    other attempt, and of earlier builds, are removed afterwards, except those of attempts
+    still running (they are removed by the next build).
 
     Raises:
-        StoreError: when a partition is missing, or partitions disagree on the schema.
+        StoreError: when a partition has no finished attempt (the message lists them),
+            partitions disagree on the schema or their count, or a record is damaged.
     """
     loc = locate(dest, **dict(storage_options or {}))
-    parts: dict[int, dict[str, Any]] = {}
+    lease = Lease.take(loc, f"merge-{new_build_id()}", kind="merge")
+    try:
+        chosen = _choose_attempts(loc, num_partitions)
+        columns: tuple[Column, ...] = ()
+        shards: list[Shard] = []
+        meta: dict[str, Any] = {}
+        for i in sorted(chosen):
+            body = chosen[i]
+            if not body["shards"]:
+                continue
+            these = tuple(Column.from_json(c) for c in body["columns"])
+            if columns and these != columns:
+                raise StoreError(
+                    f"cannot merge {loc.url}: partition {i} has columns "
+                    f"{[c.describe() for c in these]}, earlier partitions have {[c.describe() for c in columns]}"
+                )
+            columns = these
+            meta = meta or dict(body.get("metadata") or {})
+            shards += [Shard.from_json(s) for s in body["shards"]]
+        if not shards:
+            raise StoreError(f"cannot merge {loc.url}: every partition is empty")
+        fresh_listing(loc, SHARDS_DIR)
+        present = set(loc.listdir(SHARDS_DIR))
+        lost = [s.name for s in shards if s.name not in present]
+        if lost:
+            raise StoreError(
+                f"cannot merge {loc.url}: shards {lost[:3]} of the chosen attempts are missing; "
+                f"rerun those partitions"
+            )
+        manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
+        _commit(loc, manifest)
+    finally:
+        lease.release()
+    _collect_garbage(loc)
+    return manifest
+
+
+def _choose_attempts(loc: Location, num_partitions: int | None) -> dict[int, dict[str, Any]]:
+    """Partition -> the record of its chosen attempt; StoreError if any has none."""
+    finished: dict[int, list[dict[str, Any]]] = {}
+    fresh_listing(loc, PARTITIONS_DIR)
     for name in loc.listdir(PARTITIONS_DIR):
-        if not name.endswith(".json"):
+        if not name.endswith(".json") or name.startswith("."):
             continue
+        where = f"partition record {PARTITIONS_DIR}/{name} of {loc.url}"
         try:
             body = json.loads(loc.read(PARTITIONS_DIR, name))
-            assert body["format"] == _PARTITION_FORMAT
-        except (ValueError, KeyError, TypeError, AssertionError) as err:
-            raise StoreError(
-                f"partition manifest {PARTITIONS_DIR}/{name} of {loc.url} is damaged: {err!r}"
-            ) from err
-        parts[int(body["partition"])] = body
-    if not parts:
+            ok = (
+                isinstance(body, dict)
+                and body.get("format") == _PARTITION_FORMAT
+                and all(isinstance(body.get(k), list) for k in ("columns", "shards"))
+            )
+            index, total = body["partition"], body["num_partitions"]
+            # a total of None: the engine passes it to merge (see write's num_partitions)
+            ok = ok and all(
+                isinstance(v, int) and not isinstance(v, bool)
+                for v in (index, index + 1 if total is None else total)
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise StoreError(f"{where} is damaged: {err!r}") from err
+        if not ok or not 0 <= index < (index + 1 if total is None else total):
+            raise StoreError(f"{where} is damaged: not an epochal partition record")
+        body.setdefault("attempt", "")  # records of the single-attempt scheme
+        body.setdefault("committed", 0.0)
+        finished.setdefault(index, []).append(body)
+    if not finished:
         raise StoreError(
             f"nothing to merge at {loc.url}: no partitions written (expected {PARTITIONS_DIR}/*.json)"
         )
-    expected = {int(b["num_partitions"]) for b in parts.values() if b["num_partitions"] is not None}
+    expected = {b["num_partitions"] for bodies in finished.values() for b in bodies} - {None}
     expected |= set() if num_partitions is None else {num_partitions}
     if not expected:
         raise StoreError(
@@ -176,63 +315,87 @@ def merge(
     if len(expected) != 1:
         raise StoreError(f"partitions at {loc.url} disagree on num_partitions: {sorted(expected)}")
     total = expected.pop()
-    missing = sorted(set(range(total)) - set(parts))
+    missing = sorted(set(range(total)) - set(finished))
     if missing:
         raise StoreError(
-            f"cannot merge {loc.url}: partitions {missing} of {total} are not written yet"
+            f"cannot merge {loc.url}: partitions {missing} of {total} are not written yet "
+            f"(no finished attempt)"
         )
-    columns: tuple[Column, ...] = ()
-    shards: list[Shard] = []
-    meta: dict[str, Any] = {}
-    for i in range(total):
-        body = parts[i]
-        if not body["shards"]:
-            continue
-        these = tuple(Column.from_json(c) for c in body["columns"])
-        if columns and these != columns:
-            raise StoreError(
-                f"cannot merge {loc.url}: partition {i} has columns "
-                f"{[c.describe() for c in these]}, earlier partitions have {[c.describe() for c in columns]}"
-            )
-        columns = these
-        meta = meta or dict(body.get("metadata") or {})
-        shards += [Shard.from_json(s) for s in body["shards"]]
-    if not shards:
-        raise StoreError(f"cannot merge {loc.url}: every partition is empty")
-    return _finish(loc, Manifest(columns=columns, shards=tuple(shards), metadata=meta))
+    extra = sorted(set(finished) - set(range(total)))
+    if extra:
+        raise StoreError(
+            f"cannot merge {loc.url}: partitions {extra} are beyond the {total} expected"
+        )
+    return {
+        i: min(bodies, key=lambda b: (float(b["committed"]), str(b["attempt"])))
+        for i, bodies in finished.items()
+    }
 
 
-def _finish(loc: Location, manifest: Manifest) -> Manifest:
+def _commit(loc: Location, manifest: Manifest) -> None:
+    """Put the manifest in place: the one atomic step that makes (or replaces) the store."""
     loc.put(manifest.to_bytes(), MANIFEST_NAME)
-    _remove_unlisted(loc, {s.name for s in manifest.shards}, prefix="")
-    for name in loc.listdir(PARTITIONS_DIR):
-        loc.remove(PARTITIONS_DIR, name)
-    return manifest
 
 
-def _remove_unlisted(loc: Location, keep: set[str], *, prefix: str) -> None:
-    """Delete shard files (and temporary files) of an earlier attempt that no manifest lists."""
+def _collect_garbage(loc: Location) -> None:
+    """Remove what neither the current manifest nor a live build needs.
+
+    Leases are read before the manifest: a build that is not live any more has committed
+    (or given up) before we look, so if it committed, the manifest we then read is its
+    own or a newer one, and its shards are kept exactly when that manifest lists them.
+    """
+    live = live_leases(loc)
+    try:
+        current = Manifest.from_bytes(loc.read(MANIFEST_NAME), where=MANIFEST_NAME)
+    except (OSError, StoreError):
+        return  # no readable manifest: nothing can be called garbage with confidence
+    keep = {s.name for s in current.shards}
+    fresh_listing(loc, SHARDS_DIR)
     for name in loc.listdir(SHARDS_DIR):
-        if name not in keep and name.lstrip(".").startswith(prefix):
+        if name not in keep and shard_build(name) not in live:
             loc.remove(SHARDS_DIR, name)
+    for name in loc.listdir(PARTITIONS_DIR):
+        match = _RECORD.match(name)
+        if not match or _shard_prefix(int(match.group(1)), match.group(2)) not in live:
+            loc.remove(PARTITIONS_DIR, name)
+    for name in loc.listdir(BUILDS_DIR):
+        if name.endswith(".json") and name[: -len(".json")] not in live:
+            loc.remove(BUILDS_DIR, name)
 
 
-def _shard_prefix(partition: int) -> str:
-    return f"part-{partition:05d}-"
+def _remove_own(loc: Location, prefix: str) -> None:
+    """Remove this build's own shard files (it failed, or is being replaced)."""
+    with contextlib.suppress(OSError):
+        for name in loc.listdir(SHARDS_DIR):
+            if shard_build(name) == prefix:
+                loc.remove(SHARDS_DIR, name)
 
 
-def _partition_name(partition: int) -> str:
-    return f"part-{partition:05d}.json"
+def _shard_prefix(partition: int, build: str) -> str:
+    return f"part-{partition:05d}-{build}"
+
+
+def _record_name(partition: int, attempt: str) -> str:
+    return f"part-{partition:05d}-{attempt}.json"
 
 
 def _write_shards(
     records: Iterable[Mapping[str, Any]],
     loc: Location,
-    partition: int,
+    prefix: str,
     *,
     shard_size: int,
     progress: bool,
+    lease: Lease,
 ) -> tuple[tuple[Column, ...], list[Shard]]:
+    if isinstance(records, Blocks):  # columnar batches from an engine or a build's workers
+
+        def flush(cols: tuple[Column, ...], pending: list[Any], seq: int, n: int) -> Shard:
+            shard = _flush(loc, cols, pending, prefix, seq, n)
+            lease.renew()
+            return shard
+
+        return write_block_shards(records, flush, shard_size=shard_size, progress=progress)
     columns: tuple[Column, ...] = ()
     builders: list[ColumnBuilder] = []
     names: tuple[str, ...] = ()
@@ -271,10 +434,11 @@ def _write_shards(
             if bar is not None:
                 bar.update(1)
             if pending_bytes >= shard_size:
-                shards.append(_flush(loc, columns, builders, partition, len(shards), pending))
+                shards.append(_flush(loc, columns, builders, prefix, len(shards), pending))
+                lease.renew()
                 pending = pending_bytes = 0
         if pending:
-            shards.append(_flush(loc, columns, builders, partition, len(shards), pending))
+            shards.append(_flush(loc, columns, builders, prefix, len(shards), pending))
     finally:
         if bar is not None:
             bar.close()
@@ -285,17 +449,27 @@ def _flush(
     loc: Location,
     columns: tuple[Column, ...],
     builders: list[Any],
-    partition: int,
+    prefix: str,
     seq: int,
     n: int,
 ) -> Shard:
-    """Encode the pending records as one Arrow IPC file (one record batch) and store it."""
-    schema = arrow_schema(columns)
+    """Encode the pending records as one Arrow IPC file (one record batch) and store it.
+
+    The file carries its position and the manifest's column entries as schema metadata,
+    so a reader can tell a shard that a manifest edit moved, renamed or reshaped (see
+    ``_reader``): those would otherwise read as plausible, wrong data.
+    """
+    name = f"{prefix}-{seq:06d}.arrow"
+    schema = arrow_schema(columns).with_metadata(
+        {
+            SHARD_POSITION_KEY: shard_position(name),
+            SHARD_COLUMNS_KEY: json.dumps([c.to_json() for c in columns]),
+        }
+    )
     batch = pa.record_batch([b.finish() for b in builders], schema=schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, schema) as out:
         out.write_batch(batch)
     data = sink.getvalue()
-    name = f"{_shard_prefix(partition)}{seq:06d}.arrow"
     loc.put(data, SHARDS_DIR, name)
     return Shard(name=name, records=n, bytes=data.size, xxh3=xxhash.xxh3_64_hexdigest(data))

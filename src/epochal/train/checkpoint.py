@@ -20,6 +20,7 @@ returns; one background thread then writes it by the same protocol (see ``Checkp
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import re
@@ -57,11 +58,12 @@ class CheckpointWarning(UserWarning):
 
 
 class CheckpointSaveError(Error):
-    """A background (``async_save=True``) write of a checkpoint failed.
+    """A write of a checkpoint failed: the disk is full (any save), or any error of a
+    background (``async_save=True``) write.
 
-    Raised by the next ``save``, ``wait``, ``close`` (or anything else that waits for the
-    write); ``path`` is the checkpoint file that was not written, ``__cause__`` the error.
-    The previous checkpoints are untouched.
+    A background failure is raised by the next ``save``, ``wait``, ``close`` (or anything
+    else that waits for the write). ``path`` is the checkpoint file that was not written,
+    ``__cause__`` the error. The previous checkpoints are untouched.
     """
 
     def __init__(self, message: str, path: Path) -> None:
@@ -76,10 +78,15 @@ class _HashingWriter:
         self._f = f
         self.hash = xxhash.xxh3_64()
         self.size = 0
+        self.error: OSError | None = None  # torch.save hides it behind "unexpected pos ..."
 
     def write(self, data: Any) -> int:
         self.hash.update(data)
-        n = self._f.write(data)
+        try:
+            n = self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
         self.size += n
         return n
 
@@ -167,6 +174,7 @@ class Checkpointer:
         self.durable = durable
         self.async_save = async_save
         self._pending: PendingSave | None = None
+        self._cleaned = False  # leftovers of killed saves removed (once, on first use)
 
     # -- saving -------------------------------------------------------------------------
 
@@ -190,6 +198,7 @@ class Checkpointer:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         self.wait()
+        self._clean_leftovers()
         states = {name: _state_of(name, obj) for name, obj in components.items()}
         rng = _gather(rng_states())
         if get_rank() != 0:
@@ -305,11 +314,29 @@ class Checkpointer:
             if orphan or path.name.startswith(_TEMP_PREFIX):
                 path.unlink(missing_ok=True)
 
+    def _clean_leftovers(self) -> None:
+        """Remove what killed saves left behind, once, before this Checkpointer's first
+        restore or save (rank 0): temporary files and payloads that no commit record names,
+        by the rules of ``_prune`` (commit records themselves are pruned by the next save).
+        Without it a run killed during saves again and again piles up whole payloads."""
+        if self._cleaned or get_rank() != 0:
+            return
+        self._cleaned = True
+        if not self.directory.is_dir():
+            return
+        referenced = {c["file"] for _, c in self._commits() if "error" not in c}
+        for path in self.directory.iterdir():
+            orphan = _PAYLOAD.match(path.name) and path.name not in referenced
+            if orphan or path.name.startswith(_TEMP_PREFIX):
+                path.unlink(missing_ok=True)
+
     def _best(self, commits: list[tuple[int, dict[str, Any]]]) -> int | None:
         assert self.keep_best is not None
         metric, mode = self.keep_best
         scored = [
-            (c["metrics"][metric], step) for step, c in commits if metric in c.get("metrics", {})
+            (c["metrics"][metric], step)
+            for step, c in commits
+            if "error" not in c and metric in c["metrics"]
         ]
         if not scored:
             return None
@@ -327,11 +354,16 @@ class Checkpointer:
             match = _COMMIT.match(path.name)
             if not match:
                 continue
+            step = int(match.group(1))
             try:
                 commit = json.loads(path.read_text())
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, RecursionError) as err:
                 commit = {"error": f"{path.name} is unreadable: {err}"}
-            out.append((int(match.group(1)), commit))
+            else:
+                problem = _commit_problem(commit, step)
+                if problem is not None:
+                    commit = {"error": f"{path.name} is not a valid commit record: {problem}"}
+            out.append((step, commit))
         return sorted(out, key=lambda item: item[0])
 
     def steps(self) -> list[int]:
@@ -368,6 +400,7 @@ class Checkpointer:
             ``config``, ``world_size``, ``time`` and ``path``.
         """
         self.wait()
+        self._clean_leftovers()
         payload, path = self._pick(step, map_location)
         if payload is None:
             return None
@@ -459,13 +492,16 @@ class Checkpointer:
         """Why the checkpoint named by ``commit`` is unusable, or None when it is sound."""
         if "error" in commit:
             return str(commit["error"])
-        path = self.directory / str(commit.get("file", ""))
-        if commit.get("format") != FORMAT or not _PAYLOAD.match(path.name):
-            return f"{path.name}: not an epochal checkpoint commit record"
+        # _commits checked the shape: "file" is a bare payload name inside the directory
+        path = self.directory / commit["file"]
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             return f"{path.name} is missing"
+        except OSError as err:
+            return f"{path.name} cannot be read: {err}"
+        if not path.is_file():
+            return f"{path.name} is not a regular file"
         if size != commit["bytes"]:
             return f"{path.name} has {size} bytes, expected {commit['bytes']} (truncated?)"
         digest = xxhash.xxh3_64()
@@ -490,6 +526,34 @@ class Checkpointer:
                 f"reads version {VERSION}"
             )
         return payload
+
+
+def _commit_problem(commit: Any, step: int) -> str | None:
+    """What is wrong with the shape of a parsed commit record of ``step``, or None.
+
+    The record is untrusted: its ``file`` must be a bare payload name of the same step
+    (never a path, so never a file outside the directory), its numbers numbers.
+    """
+    if not isinstance(commit, dict):
+        return f"expected a JSON object, got {type(commit).__name__}"
+    if commit.get("format") != FORMAT:
+        return f"format is {commit.get('format')!r}, expected {FORMAT!r}"
+    name = commit.get("file")
+    match = _PAYLOAD.match(name) if isinstance(name, str) else None
+    if match is None or int(match.group(1)) != step:
+        return (
+            f"file {name!r} is not the name of a step {step} checkpoint file in this directory "
+            f"(step_{step:012d}-<8 hex>.pt)"
+        )
+    for key, kind in (("bytes", int), ("xxh3_64", str), ("metrics", dict)):
+        value = commit.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key} is {value!r}, expected a {kind.__name__}"
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in commit["metrics"].values()
+    ):
+        return f"metrics {commit['metrics']!r} are not all numbers"
+    return None
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, Any], *, strict: bool = True) -> None:
@@ -541,8 +605,21 @@ def _barrier() -> None:
         dist.barrier()
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _no_space(path: Path, err: OSError) -> CheckpointSaveError:
+    return CheckpointSaveError(
+        f"cannot save checkpoint {path}: no space left for it ({err.strerror}: the disk holding "
+        f"{path.parent} is full, or a quota or file size limit is reached); free space there or "
+        f"save elsewhere. The previous checkpoints are untouched",
+        path,
+    )
+
+
 def _atomic_write(path: Path, payload: Any, *, pause_step: int, durable: bool) -> tuple[int, str]:
     fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    writer: _HashingWriter | None = None
     try:
         with os.fdopen(fd, "wb") as f:
             writer = _HashingWriter(f)
@@ -552,8 +629,11 @@ def _atomic_write(path: Path, payload: Any, *, pause_step: int, durable: bool) -
                 os.fsync(f.fileno())
         pause_point("write", pause_step)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
         Path(temp).unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else writer.error if writer else None
+        if cause is not None and cause.errno in _NO_SPACE:
+            raise _no_space(path, cause) from err
         raise
     return writer.size, writer.hash.hexdigest()
 
@@ -567,8 +647,10 @@ def _atomic_write_json(path: Path, data: Any, *, durable: bool) -> None:
             if durable:
                 os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            raise _no_space(path, err) from err
         raise
 
 
