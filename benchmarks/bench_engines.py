@@ -54,7 +54,7 @@ def _jpeg(i: int, size: int = 96) -> bytes:
 
     rng = np.random.default_rng(i)
     base = np.linspace(0, 255, size, dtype=np.float32)
-    pixels = (base[:, None, None] + base[None, :, None] * 0.5 + rng.normal(0, 20, (size, size, 3)))
+    pixels = base[:, None, None] + base[None, :, None] * 0.5 + rng.normal(0, 20, (size, size, 3))
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=95)
@@ -108,16 +108,19 @@ def main() -> None:
     parser.add_argument("--skip-engines", action="store_true")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-engines-")
-    print(f"cores: {os.cpu_count()} (medians of {args.repeat}; ratio = speed-up over the first row)")
+    print(
+        f"cores: {os.cpu_count()} (medians of {args.repeat}; ratio = speed-up over the first row)"
+    )
     try:
         src = os.path.join(tmp, "data.jsonl")
         _jsonl(src, args.records)
         print(f"\nepochal build, JSONL with parsing ({args.records:,} lines, 64 floats each):")
         one = _median_time(lambda: _build(src, os.path.join(tmp, "j1"), 1), args.repeat)
         two = _median_time(lambda: _build(src, os.path.join(tmp, "j2"), 2), args.repeat)
-        same = epochal.open(os.path.join(tmp, "j1")).fingerprint == epochal.open(
-            os.path.join(tmp, "j2")
-        ).fingerprint
+        same = (
+            epochal.open(os.path.join(tmp, "j1")).fingerprint
+            == epochal.open(os.path.join(tmp, "j2")).fingerprint
+        )
         print(_row("--workers 1", args.records, one, None))
         print(_row("--workers 2", args.records, two, one))
         print(f"  same fingerprint: {same}   (wall time of the whole CLI, start-up included)")
@@ -154,10 +157,14 @@ def _engines(tmp: str, images: list[bytes], repeat: int) -> None:
         print("  ray: not installed (pip install 'epochal[ray]')")
     else:
         start = time.perf_counter()
-        ray.init(num_cpus=2, object_store_memory=512 << 20, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=2, object_store_memory=512 << 20, include_dashboard=False, log_to_driver=False
+        )
         ray.data.DataContext.get_current().enable_progress_bars = False
         started = time.perf_counter() - start
-        source = ray.data.from_items([{"id": i, "jpeg": b} for i, b in enumerate(images)], override_num_blocks=8)
+        source = ray.data.from_items(
+            [{"id": i, "jpeg": b} for i, b in enumerate(images)], override_num_blocks=8
+        )
         source = source.materialize()  # the input is in the object store before timing
 
         def run_ray() -> None:

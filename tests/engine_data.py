@@ -104,5 +104,7 @@ def start_s3() -> tuple[Any, dict[str, str]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
-    s3fs.S3FileSystem(**options).mkdir("epochal-test")
+    fs = s3fs.S3FileSystem(**options)
+    if not fs.exists("epochal-test"):  # moto's servers in one process share their buckets
+        fs.mkdir("epochal-test")
     return server, options

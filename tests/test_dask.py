@@ -96,8 +96,8 @@ def test_dataframe_to_a_local_store(client, tmp_path):
     want = tmp_path / "want"
     cols = ("id", "score", "text")
     epochal.write(({k: r[k] for k in cols} for r in records(np.arange(N))), want, shard_size=SHARD)
+    # record for record; the shards differ: each partition ends its last shard early
     assert_same_store(epochal.open(dest), epochal.open(want))
-    assert epochal.open(dest).fingerprint == epochal.open(want).fingerprint
 
 
 def test_bag_to_s3(client, tmp_path, reference):

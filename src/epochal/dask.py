@@ -24,7 +24,7 @@ from typing import Any
 
 import dask
 
-from epochal.store._engine_write import write_partition
+from epochal.store._engine_write import refuse_finished_store, write_partition
 from epochal.store._format import Manifest
 from epochal.store._writer import DEFAULT_SHARD_SIZE, merge
 
@@ -37,6 +37,7 @@ def write_collection(
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
     metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
     **compute: Any,
 ) -> Manifest:
@@ -47,6 +48,8 @@ def write_collection(
         dest: a path every worker shares, or an fsspec URL such as ``s3://bucket/name``.
         shard_size: target bytes of record data per shard.
         metadata: JSON-serialisable data kept in the manifest.
+        overwrite: replace a finished store at ``dest`` (the old one stays readable
+            until the merge replaces it); without it that is an error, before any task.
         storage_options: passed to fsspec in every task (e.g. an S3 endpoint).
         **compute: passed to ``dask.compute`` (e.g. ``scheduler=client``).
 
@@ -54,6 +57,7 @@ def write_collection(
         The manifest of the finished store.
     """
     url = os.fspath(dest)
+    refuse_finished_store(url, overwrite=overwrite, storage_options=storage_options)
     parts = collection.to_delayed()
     if hasattr(parts, "ravel"):  # a dataframe's delayed partitions come as an array
         parts = list(parts.ravel())

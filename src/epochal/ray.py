@@ -25,10 +25,9 @@ from typing import Any
 from ray.data import Datasink
 
 from epochal.store._blocks import Blocks
-from epochal.store._engine_write import write_partition
+from epochal.store._engine_write import refuse_finished_store, write_partition
 from epochal.store._errors import StoreError
-from epochal.store._format import MANIFEST_NAME, Manifest
-from epochal.store._fs import locate
+from epochal.store._format import Manifest
 from epochal.store._writer import DEFAULT_SHARD_SIZE, merge
 
 __all__ = ["Sink", "write_dataset"]
@@ -43,7 +42,8 @@ class Sink(Datasink):
         shard_size: target bytes of record data per shard.
         metadata: JSON-serialisable data kept in the manifest.
         overwrite: replace a finished store at ``dest`` (checked on the driver before
-            any task runs); without it that is an error.
+            any task runs; the old store stays readable until the merge replaces it);
+            without it that is an error.
         storage_options: passed to fsspec in every task (e.g. an S3 endpoint).
 
     After ``ds.write_datasink(sink)`` returns, ``sink.manifest`` is the store's manifest.
@@ -66,14 +66,10 @@ class Sink(Datasink):
         self.manifest: Manifest | None = None
 
     def on_write_start(self, schema: Any = None) -> None:
-        """Refuse (or, with ``overwrite``, unpublish) a finished store before tasks start."""
-        loc = locate(self.dest, **self.storage_options)
-        if loc.exists(MANIFEST_NAME):
-            if not self.overwrite:
-                raise StoreError(
-                    f"{loc.url} already holds a finished store; pass overwrite=True to replace it"
-                )
-            loc.remove(MANIFEST_NAME)
+        """Refuse a finished store at ``dest`` (unless ``overwrite``) before tasks start."""
+        refuse_finished_store(
+            self.dest, overwrite=self.overwrite, storage_options=self.storage_options
+        )
 
     def get_name(self) -> str:
         return "epochal"

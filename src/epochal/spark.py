@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal.store._engine_write import write_partition
+from epochal.store._engine_write import refuse_finished_store, write_partition
 from epochal.store._format import Manifest
 from epochal.store._writer import DEFAULT_SHARD_SIZE, merge
 
@@ -79,6 +79,7 @@ def write_dataframe(
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
     metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Write a Spark DataFrame (or RDD of rows/dicts) to a store at ``dest``.
@@ -88,12 +89,15 @@ def write_dataframe(
         dest: a path every executor shares, or an fsspec URL such as ``s3://bucket/name``.
         shard_size: target bytes of record data per shard.
         metadata: JSON-serialisable data kept in the manifest.
+        overwrite: replace a finished store at ``dest`` (the old one stays readable
+            until the merge replaces it); without it that is an error, before any task.
         storage_options: passed to fsspec in every task (e.g. an S3 endpoint).
 
     Returns:
         The manifest of the finished store.
     """
     url = os.fspath(dest)
+    refuse_finished_store(url, overwrite=overwrite, storage_options=storage_options)
     rdd = data.rdd if hasattr(data, "rdd") else data
     task = functools.partial(
         write_rows,

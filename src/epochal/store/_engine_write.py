@@ -17,9 +17,27 @@ from typing import Any
 import pyarrow as pa
 
 from epochal.store._blocks import Block, Blocks
+from epochal.store._errors import StoreError
+from epochal.store._format import MANIFEST_NAME
+from epochal.store._fs import locate
 from epochal.store._writer import DEFAULT_SHARD_SIZE, write
 
-__all__ = ["write_partition"]
+__all__ = ["refuse_finished_store", "write_partition"]
+
+
+def refuse_finished_store(
+    dest: str, *, overwrite: bool, storage_options: Mapping[str, Any] | None
+) -> None:
+    """Before any task runs: a finished store at ``dest`` is an error unless ``overwrite``.
+
+    With ``overwrite`` the old store stays readable until the merge replaces its manifest
+    in one step (partitions are written beside it).
+    """
+    loc = locate(dest, **dict(storage_options or {}))
+    if not overwrite and loc.exists(MANIFEST_NAME):
+        raise StoreError(
+            f"{loc.url} already holds a finished store; pass overwrite=True to replace it"
+        )
 
 
 def _columnar(data: Any) -> bool:
@@ -65,6 +83,7 @@ def write_partition(
         metadata=metadata,
         partition=partition,
         num_partitions=num_partitions,
+        attempt=attempt,
         storage_options=storage_options,
     )
     return {"partition": partition, "attempt": attempt, "records": part.num_records}
