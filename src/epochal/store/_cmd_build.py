@@ -33,6 +33,8 @@ class BuildConfig:
     """Target size of one shard in MiB."""
     overwrite: bool = False
     """Replace a finished store at DEST."""
+    workers: int | None = None
+    """Processes that parse the input (default: this machine's cores); the store is the same for any number."""
 
 
 def main(argv: list[str]) -> int:
@@ -43,6 +45,12 @@ def main(argv: list[str]) -> int:
         print(
             f"epochal build: error: --shard-size-mb must be a finite number of at least one byte "
             f"(>= {1 / (1 << 20):.2g}), got {cfg.shard_size_mb}",
+            file=sys.stderr,
+        )
+        return 2
+    if cfg.workers is not None and cfg.workers < 1:
+        print(
+            f"epochal build: error: --workers must be at least 1, got {cfg.workers}",
             file=sys.stderr,
         )
         return 2
@@ -67,6 +75,8 @@ class _SourceError(StoreError):
 def _build(cfg: BuildConfig, shard_size: int) -> int:
     from tqdm import tqdm
 
+    from epochal.store._blocks import Blocks
+    from epochal.store._build_pool import default_workers, parallel_blocks
     from epochal.store._format import MANIFEST_NAME
     from epochal.store._fs import locate
     from epochal.store._ingest import ingest
@@ -97,9 +107,26 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 yield record
                 bar.update(1)
 
+        def counted_blocks():
+            blocks = parallel_blocks(source.parts, workers)
+            while True:
+                try:
+                    block = next(blocks)
+                except StopIteration:
+                    return
+                except Error:  # bad records: already one clear line
+                    raise
+                except _INPUT_ERRORS as err:  # raised reading a part, here or in a worker
+                    raise _SourceError(f"cannot read {cfg.src}: {_describe(err)}") from err
+                yield block
+                bar.update(len(block))
+
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        # formats without parts (.npy/.npz: already columns) are written in this process
+        records = Blocks(counted_blocks()) if source.parts is not None else counted()
         try:
             manifest = write(
-                counted(),
+                records,
                 cfg.dest,
                 shard_size=shard_size,
                 metadata=source.metadata,

@@ -15,15 +15,21 @@ Formats (``detect`` picks one from the path):
   ``{"__key__": key, "<extension>": bytes, ...}``.
 
 Every problem with the input is a StoreError naming the file (and line, where it has one).
+
+Parallel builds: ``Ingest.parts`` (where the format allows it) gives the same records as
+picklable pieces in order (a run of images, a byte range of lines, a row group, a batch,
+one tar file), so a process pool can parse them while the parent writes in order.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +37,7 @@ import numpy as np
 
 from epochal.store._errors import StoreError
 
-__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "detect", "ingest"]
+__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "Part", "detect", "ingest"]
 
 FORMATS = ("imagefolder", "jsonl", "csv", "parquet", "npy", "npz", "webdataset")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -47,13 +53,24 @@ _SUFFIXES = {
 }
 
 
+# a piece of an input: called in a pool worker, gives that piece's records in order
+Part = Callable[[], Iterator[dict[str, Any]]]
+_PART_IMAGES = 256  # images per part: enough work to amortise a round trip to a worker
+_PART_BYTES = 4 << 20  # bytes of JSON lines per part
+
+
 @dataclass
 class Ingest:
-    """Records read from an input, with what goes into the manifest and the count if known."""
+    """Records read from an input, with what goes into the manifest and the count if known.
+
+    ``parts``, when not None, yields the same records as ``records`` as picklable pieces,
+    in order (for ``epochal build --workers``); use one or the other, not both.
+    """
 
     records: Iterator[dict[str, Any]]
     metadata: dict[str, Any] = field(default_factory=dict)
     total: int | None = None
+    parts: Iterable[Part] | None = None
 
 
 def detect(src: str) -> str:
@@ -134,31 +151,60 @@ def _image_folder(root: str) -> Ingest:
             f"image folder {root!r} has no images (expected root/<class>/*{'|*'.join(IMAGE_EXTENSIONS)})"
         )
 
-    def records() -> Iterator[dict[str, Any]]:
-        for rel, label in files:
-            with open(os.path.join(root, rel), "rb") as f:
-                yield {"image": f.read(), "label": label, "path": rel}
+    parts = [
+        functools.partial(_image_records, root, files[i : i + _PART_IMAGES])
+        for i in range(0, len(files), _PART_IMAGES)
+    ]
+    return Ingest(_image_records(root, files), {"classes": classes}, len(files), parts)
 
-    return Ingest(records(), {"classes": classes}, len(files))
+
+def _image_records(root: str, files: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+    for rel, label in files:
+        with open(os.path.join(root, rel), "rb") as f:
+            yield {"image": f.read(), "label": label, "path": rel}
 
 
 def _jsonl(path: str) -> Ingest:
     def records() -> Iterator[dict[str, Any]]:
         with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise StoreError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-                if not isinstance(value, dict):
-                    raise StoreError(
-                        f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}"
-                    )
-                yield _row(value)
+            yield from _json_lines(path, f, 1)
 
-    return Ingest(records())
+    return Ingest(records(), parts=_jsonl_parts(path))
+
+
+def _json_lines(path: str, lines: Iterable[str], first: int) -> Iterator[dict[str, Any]]:
+    for lineno, line in enumerate(lines, first):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(value, dict):
+            raise StoreError(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+        yield _row(value)
+
+
+def _jsonl_parts(path: str) -> Iterator[Part]:
+    """Byte ranges of whole lines, each with the number of its first line."""
+    with open(path, "rb") as f:
+        start, lineno = 0, 1
+        while True:
+            chunk = f.read(_PART_BYTES)
+            if not chunk:
+                return
+            chunk += f.readline()  # end the part at a line break
+            yield functools.partial(_jsonl_range, path, start, len(chunk), lineno)
+            start += len(chunk)
+            lineno += chunk.count(b"\n")
+
+
+def _jsonl_range(path: str, start: int, size: int, first: int) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(size)
+    # the same line splitting (universal newlines) and decoding as reading the whole file
+    yield from _json_lines(path, io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"), first)
 
 
 def _arrow_rows(batches: Iterator[Any], where: str) -> Iterator[dict[str, Any]]:
@@ -180,7 +226,22 @@ def _csv(path: str) -> Ingest:
         reader = pacsv.open_csv(path)
     except (pa.ArrowException, OSError) as err:
         raise StoreError(f"cannot read CSV {path!r}: {err}") from err
-    return Ingest(_arrow_rows(iter(reader), path))
+    # parts: Arrow parses (and infers types) in the parent; the workers make the rows
+    parts = (functools.partial(_batch_rows, batch, path) for batch in _batches(reader, path))
+    return Ingest(_arrow_rows(iter(reader), path), parts=parts)
+
+
+def _batch_rows(batch: Any, where: str) -> Iterator[dict[str, Any]]:
+    yield from _arrow_rows(iter([batch]), where)
+
+
+def _batches(reader: Any, where: str) -> Iterator[Any]:
+    import pyarrow as pa
+
+    try:
+        yield from reader
+    except (pa.ArrowException, OSError) as err:
+        raise StoreError(f"cannot read {where}: {err}") from err
 
 
 def _parquet(path: str) -> Ingest:
@@ -201,7 +262,23 @@ def _parquet(path: str) -> Ingest:
         for name, pf in zip(files, opened, strict=True):
             yield from _arrow_rows(pf.iter_batches(batch_size=4096), name)
 
-    return Ingest(records(), total=sum(pf.metadata.num_rows for pf in opened))
+    parts = [
+        functools.partial(_row_group, name, group)
+        for name, pf in zip(files, opened, strict=True)
+        for group in range(pf.num_row_groups)
+    ]
+    return Ingest(records(), total=sum(pf.metadata.num_rows for pf in opened), parts=parts)
+
+
+def _row_group(path: str, group: int) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).read_row_group(group).to_batches()
+    except (pa.ArrowException, OSError) as err:
+        raise StoreError(f"cannot read {path}: {err}") from err
+    yield from _arrow_rows(iter(batches), path)
 
 
 def _load_numpy(path: str, **kwargs: Any) -> Any:
@@ -241,30 +318,34 @@ def _webdataset(path: str) -> Ingest:
 
     def records() -> Iterator[dict[str, Any]]:
         for name in files:
-            try:
-                with tarfile.open(name, "r:*") as tar:
-                    key, record = None, {}
-                    for member in tar:
-                        if not member.isfile():
-                            continue
-                        directory, base = os.path.split(member.name)
-                        stem, dot, ext = base.partition(".")
-                        if not dot:
-                            raise StoreError(
-                                f"{name}: member {member.name!r} has no extension (WebDataset key.ext)"
-                            )
-                        this = f"{directory}/{stem}" if directory else stem
-                        if this != key and record:
-                            yield record
-                            record = {}
-                        key = this
-                        record["__key__"] = this
-                        extracted = tar.extractfile(member)
-                        assert extracted is not None
-                        record[ext] = extracted.read()
-                    if record:
-                        yield record
-            except (tarfile.TarError, OSError) as err:
-                raise StoreError(f"cannot read tar {name!r}: {err}") from err
+            yield from _tar_records(name)
 
-    return Ingest(records())
+    return Ingest(records(), parts=[functools.partial(_tar_records, name) for name in files])
+
+
+def _tar_records(name: str) -> Iterator[dict[str, Any]]:
+    try:
+        with tarfile.open(name, "r:*") as tar:
+            key, record = None, {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                directory, base = os.path.split(member.name)
+                stem, dot, ext = base.partition(".")
+                if not dot:
+                    raise StoreError(
+                        f"{name}: member {member.name!r} has no extension (WebDataset key.ext)"
+                    )
+                this = f"{directory}/{stem}" if directory else stem
+                if this != key and record:
+                    yield record
+                    record = {}
+                key = this
+                record["__key__"] = this
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                record[ext] = extracted.read()
+            if record:
+                yield record
+    except (tarfile.TarError, OSError) as err:
+        raise StoreError(f"cannot read tar {name!r}: {err}") from err

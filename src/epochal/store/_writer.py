@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal.store._blocks import Blocks, write_block_shards
 from epochal.store._columns import ColumnBuilder, arrow_schema
 from epochal.store._errors import StoreError
 from epochal.store._format import (
@@ -88,6 +89,8 @@ def write(
             known). The first record fixes the schema: bytes, str, int, float, bool,
             numpy scalars and fixed-shape numpy arrays. Every later record must have the
             same columns and types, or a StoreError names the record and the column.
+            ``epochal.store._blocks.Blocks`` of Arrow/pandas/numpy batches writes the
+            same store without per-record Python work (the engines' path).
         dest: where the store goes, e.g. ``"data/shapes"`` or ``"s3://bucket/shapes"``.
         shard_size: target bytes of record data per shard.
         metadata: JSON-serialisable data kept in the manifest (e.g. class names).
@@ -96,7 +99,8 @@ def write(
             build (no manifest) is always replaced.
         partition: with ``num_partitions``, write only partition ``partition`` of a
             parallel build; call :func:`merge` when all partitions are written.
-        num_partitions: the number of partitions of a parallel build.
+        num_partitions: the number of partitions of a parallel build; None when the
+            engine learns it only at the end (Ray), then :func:`merge` is told it.
         attempt: the id of this attempt at ``partition`` (letters, digits and ``_``, at
             most 64): a retried or speculative task may pass its engine's attempt id, or
             leave the default, a fresh unique id. Attempts never touch each other's files;
@@ -113,11 +117,13 @@ def write(
     """
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
         raise ValueError(f"shard_size must be a positive whole number of bytes, got {shard_size!r}")
-    if (partition is None) != (num_partitions is None):
+    if partition is None and num_partitions is not None:
         raise ValueError(
             f"pass partition and num_partitions together (got partition={partition}, num_partitions={num_partitions})"
         )
-    if num_partitions is not None and not 0 <= int(partition or 0) < num_partitions:
+    if partition is not None and not 0 <= partition < (
+        partition + 1 if num_partitions is None else num_partitions
+    ):
         raise ValueError(f"partition must be in [0, {num_partitions}), got {partition}")
     if attempt is not None and partition is None:
         raise ValueError(f"attempt={attempt!r} names an attempt at a partition; pass partition too")
@@ -133,9 +139,9 @@ def write(
         raise StoreError(f"metadata must be JSON-serialisable: {err}") from err
     loc = locate(dest, **dict(storage_options or {}))
     if partition is not None:
-        assert num_partitions is not None
+        total = None if num_partitions is None else int(num_partitions)
         return _write_partition(
-            records, loc, int(partition), int(num_partitions), build, meta, shard_size, progress
+            records, loc, int(partition), total, build, meta, shard_size, progress
         )
     had_store = loc.exists(MANIFEST_NAME)
     if had_store and not overwrite:
@@ -173,7 +179,7 @@ def _write_partition(
     records: Iterable[Mapping[str, Any]],
     loc: Location,
     index: int,
-    total: int,
+    total: int | None,
     attempt: str,
     meta: dict[str, Any],
     shard_size: int,
@@ -211,9 +217,14 @@ def _write_partition(
 
 
 def merge(
-    dest: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+    dest: str | os.PathLike[str],
+    *,
+    num_partitions: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Finish a parallel build: pick one finished attempt per partition, write the manifest.
+
+    ``num_partitions`` is needed when the partitions were written without one (Ray).
 
     Of several finished attempts at one partition (retries, speculative copies) the first
     committed is kept (ties: the smallest attempt id), so the choice is deterministic for
@@ -229,7 +240,7 @@ def merge(
     loc = locate(dest, **dict(storage_options or {}))
     lease = Lease.take(loc, f"merge-{new_build_id()}", kind="merge")
     try:
-        chosen = _choose_attempts(loc)
+        chosen = _choose_attempts(loc, num_partitions)
         columns: tuple[Column, ...] = ()
         shards: list[Shard] = []
         meta: dict[str, Any] = {}
@@ -257,7 +268,7 @@ def merge(
     return manifest
 
 
-def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
+def _choose_attempts(loc: Location, num_partitions: int | None) -> dict[int, dict[str, Any]]:
     """Partition -> the record of its chosen attempt; StoreError if any has none."""
     finished: dict[int, list[dict[str, Any]]] = {}
     fresh_listing(loc, PARTITIONS_DIR)
@@ -273,10 +284,14 @@ def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
                 and all(isinstance(body.get(k), list) for k in ("columns", "shards"))
             )
             index, total = body["partition"], body["num_partitions"]
-            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in (index, total))
+            # a total of None: the engine passes it to merge (see write's num_partitions)
+            ok = ok and all(
+                isinstance(v, int) and not isinstance(v, bool)
+                for v in (index, index + 1 if total is None else total)
+            )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise StoreError(f"{where} is damaged: {err!r}") from err
-        if not ok or not 0 <= index < total:
+        if not ok or not 0 <= index < (index + 1 if total is None else total):
             raise StoreError(f"{where} is damaged: not an epochal partition record")
         body.setdefault("attempt", "")  # records of the single-attempt scheme
         body.setdefault("committed", 0.0)
@@ -285,7 +300,12 @@ def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
         raise StoreError(
             f"nothing to merge at {loc.url}: no partitions written (expected {PARTITIONS_DIR}/*.json)"
         )
-    expected = {b["num_partitions"] for bodies in finished.values() for b in bodies}
+    expected = {b["num_partitions"] for bodies in finished.values() for b in bodies} - {None}
+    expected |= set() if num_partitions is None else {num_partitions}
+    if not expected:
+        raise StoreError(
+            f"cannot merge {loc.url}: the partitions were written without num_partitions; pass it to merge"
+        )
     if len(expected) != 1:
         raise StoreError(f"partitions at {loc.url} disagree on num_partitions: {sorted(expected)}")
     total = expected.pop()
@@ -294,6 +314,11 @@ def _choose_attempts(loc: Location) -> dict[int, dict[str, Any]]:
         raise StoreError(
             f"cannot merge {loc.url}: partitions {missing} of {total} are not written yet "
             f"(no finished attempt)"
+        )
+    extra = sorted(set(finished) - set(range(total)))
+    if extra:
+        raise StoreError(
+            f"cannot merge {loc.url}: partitions {extra} are beyond the {total} expected"
         )
     return {
         i: min(bodies, key=lambda b: (float(b["committed"]), str(b["attempt"])))
@@ -377,6 +402,14 @@ def _write_shards(
     progress: bool,
     lease: Lease,
 ) -> tuple[tuple[Column, ...], list[Shard]]:
+    if isinstance(records, Blocks):  # columnar batches from an engine or a build's workers
+
+        def flush(cols: tuple[Column, ...], pending: list[Any], seq: int, n: int) -> Shard:
+            shard = _flush(loc, cols, pending, prefix, seq, n)
+            lease.renew()
+            return shard
+
+        return write_block_shards(records, flush, shard_size=shard_size, progress=progress)
     columns: tuple[Column, ...] = ()
     builders: list[ColumnBuilder] = []
     names: tuple[str, ...] = ()
@@ -429,7 +462,7 @@ def _write_shards(
 def _flush(
     loc: Location,
     columns: tuple[Column, ...],
-    builders: list[ColumnBuilder],
+    builders: list[Any],
     prefix: str,
     seq: int,
     n: int,
