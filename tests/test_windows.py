@@ -360,3 +360,254 @@ def test_schedules_cover_the_reads_of_a_resume_on_another_topology(layout, data)
     order = WindowedOrder(layout, seed=1, epoch=2)
     source, reads = _drive(order, plan)
     _assert_reads_are_live(source, reads)
+
+
+# -- the Loader reads a windowed source in windows ------------------------------------------
+
+
+class FakeStore:
+    """A windowed source over an in-memory column that records what it is told.
+
+    ``hint=None`` makes it a source that reads locally (the plain order applies).
+    """
+
+    def __init__(self, n: int, *, hint: ReadHint | None, labels: np.ndarray | None = None):
+        self.y = np.arange(n, dtype=np.int64)
+        self.labels = labels
+        self.hint = hint
+        self.calls: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"y": self.y[i]}
+
+    def get_columns(self, indices: np.ndarray) -> dict:
+        return {"y": self.y[indices]}
+
+    def read_hint(self) -> ReadHint | None:
+        return self.hint
+
+    def schedule(self, ranges: np.ndarray, *, window: int) -> None:
+        self.calls.append(("schedule", window, ranges.tolist()))
+
+    def retire(self, *, window: int) -> None:
+        self.calls.append(("retire", window))
+
+
+def _hint(n: int, fraction: float, unit: int = 1) -> ReadHint:
+    return ReadHint(record_bytes=100, cache_bytes=int(n * 100 * fraction), min_block_records=unit)
+
+
+def _epoch_indices(loader: epochal.Loader) -> list[list[int]]:
+    return [batch["_index"].tolist() for batch in loader]
+
+
+def test_without_a_hint_nothing_changes():
+    plain = epochal.Loader(epochal.from_arrays(y=np.arange(500)), 16, seed=4, with_index=True)
+    local = epochal.Loader(FakeStore(500, hint=None), 16, seed=4, with_index=True)
+    assert _epoch_indices(local) == _epoch_indices(plain)
+    assert local.state_dict()["windows"] is None and plain.state_dict()["windows"] is None
+    assert "order: global shuffle" in local.describe()
+    # a hint is ignored where a windowed order does not apply: no shuffle, or a sampler
+    ordered = epochal.Loader(FakeStore(500, hint=_hint(500, 0.1)), 16, shuffle=False)
+    assert ordered.state_dict()["windows"] is None and not ordered.source.calls
+    assert "source order" in ordered.describe()
+
+
+def test_loader_uses_the_windowed_order_says_so_and_keeps_it_in_its_state(caplog):
+    n = 3000
+    source = FakeStore(n, hint=_hint(n, 0.1, unit=2))
+    loader = epochal.Loader(source, 10, seed=5, with_index=True)
+    with caplog.at_level("INFO", logger="epochal"):
+        state = loader.state_dict()
+    layout = WindowLayout.from_dict(state["windows"])
+    assert layout == choose_layout(source.hint, num_records=n, batch_size=10, world_size=1)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"epochal: epoch 0 uses a {epochal._windows.describe_layout(layout, source.hint)}"
+    ]
+    assert "windowed order: blocks of" in loader.describe()
+    assert f"{layout.num_windows} windows per epoch" in loader.describe()
+    batches = _epoch_indices(loader)
+    order = WindowedOrder(layout, seed=5, epoch=0)
+    assert [i for batch in batches for i in batch] == order.index(np.arange(n)).tolist()
+    assert sorted(i for batch in batches for i in batch) == list(range(n))
+    schedules = [call for call in source.calls if call[0] == "schedule"]
+    assert len(schedules) == layout.num_windows
+    assert set().union(*(_records(np.array(c[2])) for c in schedules)) == set(range(n))
+
+
+class _Counting(FakeStore):
+    """Counts, at each schedule/retire call, how many batch requests had been made."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests = 0
+
+    def get_columns(self, indices: np.ndarray) -> dict:
+        self.requests += 1
+        return super().get_columns(indices)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_schedule_and_retire_come_from_the_main_process_ahead_of_the_batches(num_workers):
+    n = 2000
+    source = FakeStore(n, hint=_hint(n, 0.15))
+    loader = epochal.Loader(source, 8, seed=1, with_index=True, num_workers=num_workers)
+    layout = WindowLayout.from_dict(loader.state_dict()["windows"])
+    order = WindowedOrder(layout, seed=1, epoch=0)
+    seen = _epoch_indices(loader)
+    # the calls reached the main process's source (the workers hold copies) ...
+    schedules = [call for call in source.calls if call[0] == "schedule"]
+    assert [c[1] for c in schedules] == list(range(layout.num_windows))
+    # ... and each window's ranges are exactly the records its batches read
+    for window, call in enumerate(schedules):
+        start, _, stop = layout.window_bounds(window)
+        assert _records(np.array(call[2])) == set(order.index(np.arange(start, stop)).tolist())
+    assert [c[1] for c in source.calls if c[0] == "retire"] == list(range(layout.num_windows - 2))
+    assert sorted(i for batch in seen for i in batch) == list(range(n))
+    # the next epoch continues the window ids
+    _epoch_indices(loader)
+    ids = [c[1] for c in source.calls if c[0] == "schedule"]
+    assert ids == list(range(2 * layout.num_windows))
+
+
+def _ranks(source: FakeStore, world: int, batch_size: int) -> list[epochal.Loader]:
+    return [
+        epochal.Loader(source, batch_size, seed=9, rank=r, world_size=world, with_index=True)
+        for r in range(world)
+    ]
+
+
+def _assert_own_blocks(layout: WindowLayout, reads: list[list[int]], calls: list[list]) -> None:
+    """Each rank read only records it scheduled; they are disjoint and cover the epoch's
+    full global batches; per window a rank shares at most 2 blocks with the others."""
+    flat = [set(r) for r in reads]
+    assert sum(len(r) for r in reads) == len(set().union(*flat))
+    b = layout.block_records
+    for rank, rank_calls in enumerate(calls):
+        scheduled = set().union(
+            *(_records(np.array(c[2])) for c in rank_calls if c[0] == "schedule")
+        )
+        assert flat[rank] <= scheduled
+        for call in rank_calls:
+            if call[0] != "schedule":
+                continue
+            mine = {lo // b for lo, _ in call[2]}
+            others = {
+                lo // b
+                for other in range(len(calls))
+                if other != rank
+                for c in calls[other]
+                if c[0] == "schedule"
+                for lo, _ in c[2]
+            }
+            assert len(mine & others) <= 2
+
+
+def test_two_ranks_read_disjoint_records_from_their_own_blocks():
+    n, world = 4000, 2
+    sources = [FakeStore(n, hint=_hint(n, 0.1)) for _ in range(world)]  # one cache per rank
+    loaders = [_ranks(s, world, 10)[r] for r, s in enumerate(sources)]
+    layout = WindowLayout.from_dict(loaders[0].state_dict()["windows"])
+    reads = [[i for batch in _epoch_indices(loader) for i in batch] for loader in loaders]
+    assert sorted(reads[0] + reads[1]) == list(range(n))  # 200 global batches of 20
+    _assert_own_blocks(layout, reads, [s.calls for s in sources])
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    stop=st.integers(0, 60),
+    world=st.integers(1, 3),
+    batch_size=st.integers(3, 17),
+)
+def test_resume_on_another_topology_is_exact_and_keeps_the_epoch_s_layout(stop, world, batch_size):
+    """Stop after ``stop`` steps on 2 ranks; resume on ``world`` ranks of another batch size:
+    the epoch is finished with its own layout, every record exactly once; the next epoch
+    gets a layout for the new topology."""
+    n = 1500
+    first = _ranks(FakeStore(n, hint=_hint(n, 0.1)), 2, 10)
+    passes = [iter(loader) for loader in first]
+    done = []
+    for _ in range(min(stop, len(first[0]))):
+        for p in passes:
+            done += next(p)["_index"].tolist()
+    state = first[0].state_dict()
+    assert state == first[1].state_dict() and state["windows"]["world_size"] == 2
+    second = _ranks(FakeStore(n, hint=_hint(n, 0.1)), world, batch_size)
+    for loader in second:
+        loader.load_state_dict(state)
+        assert loader.state_dict()["windows"] == state["windows"]
+    rest = [i for loader in second for i in (x for b in _epoch_indices(loader) for x in b)]
+    repeats = second[0].plan().total_repeats  # the new topology's last batch, if partial
+    assert len(done) + len(rest) == n + repeats
+    assert set(done) | set(rest) == set(range(n)) and not set(done) & set(rest)
+    # the rest of the epoch is exactly the epoch's own order from the resume point on
+    order = WindowedOrder(WindowLayout.from_dict(state["windows"]), seed=9, epoch=0)
+    assert set(rest) == set(order.index(np.arange(state["position"], n)).tolist())
+    new = second[0].state_dict()["windows"]
+    assert (new["world_size"], new["batch_size"]) == (world, batch_size)
+
+
+def test_a_state_s_layout_is_checked_on_load():
+    n = 1000
+    loader = epochal.Loader(FakeStore(n, hint=_hint(n, 0.1)), 10, seed=2)
+    state = loader.state_dict()
+    with pytest.raises(epochal.StateError, match="windows layout covers 999 records"):
+        loader.load_state_dict({**state, "windows": {**state["windows"], "num_records": 999}})
+    with pytest.raises(epochal.StateError, match=r"invalid 'windows' layout.*window_records"):
+        loader.load_state_dict({**state, "windows": {**state["windows"], "window_records": 7}})
+    # a state taken before windowed orders existed is a plain-order state
+    old = {k: v for k, v in state.items() if k != "windows"}
+    loader.load_state_dict(old)
+    assert loader.state_dict()["windows"] is None
+    plain = epochal.Loader(epochal.from_arrays(y=np.arange(n)), 10, seed=2)
+    assert [b["y"].tolist() for b in loader] == [b["y"].tolist() for b in plain]
+    assert loader.state_dict()["windows"] is not None  # the next epoch reads in windows again
+
+
+# -- two real processes (gloo) --------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        n = 3000
+        source = FakeStore(n, hint=_hint(n, 0.1))  # this process's own cache
+        loader = epochal.Loader(source, 12, seed=7, with_index=True)
+        reads = [i for batch in _epoch_indices(loader) for i in batch]
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"reads": reads, "calls": source.calls, "state": loader.state_dict()}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_read_their_own_blocks(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    layout = choose_layout(_hint(3000, 0.1), num_records=3000, batch_size=12, world_size=2)
+    assert ranks[0]["state"] == ranks[1]["state"]
+    assert WindowLayout.from_dict(ranks[0]["state"]["windows"]) == layout
+    reads = [r["reads"] for r in ranks]
+    # 3000 = 125 global batches of 24: no partial batch, every record exactly once
+    assert sorted(reads[0] + reads[1]) == list(range(3000))
+    _assert_own_blocks(layout, reads, [r["calls"] for r in ranks])
