@@ -516,7 +516,7 @@ def test_two_ranks_read_disjoint_records_from_their_own_blocks():
     _assert_own_blocks(layout, reads, [s.calls for s in sources])
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     stop=st.integers(0, 60),
     world=st.integers(1, 3),

@@ -566,7 +566,13 @@ class WindowedOrder(Order):
 
     def _tweaks(self, windows: np.ndarray, ranks: np.ndarray, world_size: int) -> np.ndarray:
         """Each (window, rank) slice's own tweak of the slice bijection's round keys."""
-        return _mix((windows * world_size + ranks).astype(np.uint64) ^ self._tweak_key)
+        slices = windows * world_size + ranks
+        lo, hi = int(slices.min()), int(slices.max())
+        if 2 * (hi - lo + 1) <= slices.size:
+            # a call covers few slices (a rank's batches of a few windows): mix each once
+            table = _mix(np.arange(lo, hi + 1, dtype=np.uint64) ^ self._tweak_key)
+            return table[slices - lo]
+        return _mix(slices.astype(np.uint64) ^ self._tweak_key)
 
     # -- block-order slots <-> records ------------------------------------------------------
 
