@@ -343,6 +343,20 @@ def test_scheduled_ranges_are_what_the_batches_then_read(layout, seed, data):
     assert [call[1] for call in source.calls if call[0] == "retire"] == idents[:-2]
 
 
+def test_a_resume_mid_window_fetches_its_first_batch_s_blocks_first():
+    layout = _layout(20_000, 5, 40, 2, 16)  # rank slices of ~624 records: ~125 blocks
+    order = WindowedOrder(layout, seed=3, epoch=1)
+    start = layout.window_bounds(2)[0] + 17 * layout.global_batch_size
+    plan = Plan(num_records=20_000, batch_size=16, world_size=2, rank=1, start=start)
+    source, _ = _drive(order, plan)
+    ranges = np.array(source.calls[0][2])
+    first = order.index(plan.positions(0))
+    blocks = np.unique(first // 5)
+    assert set(first.tolist()) <= _records(ranges[: len(blocks)])
+    lo, hi, _ = layout.window_bounds(2)
+    assert len(ranges) >= (hi - lo) // 2 // 5  # ... then the rest of the rank's slice
+
+
 @settings(max_examples=60, deadline=None)
 @given(few_windows, st.data())
 def test_schedules_cover_the_reads_of_a_resume_on_another_topology(layout, data):

@@ -78,6 +78,7 @@ from epochal.order import (
 from epochal.plan import Plan
 
 __all__ = [
+    "EpochWindows",
     "ReadHint",
     "WindowFeed",
     "WindowLayout",
@@ -498,7 +499,7 @@ class WindowedOrder(Order):
         """Yield ``(selector, group)`` covering ``p``: ``group`` None for the final batch.
 
         The selector is a slice when one part covers all of ``p`` (the common case: a
-        rank's batches of one window), else a boolean mask.
+        rank's block of batches in windows of one size), else a boolean mask.
         """
         lo, hi = int(p.min()), int(p.max())
         parts: list[tuple[int, int, tuple[int, int, int, int] | None]] = [
@@ -615,18 +616,27 @@ class WindowedOrder(Order):
 
     # -- what a window reads ------------------------------------------------------------------
 
-    def ranges(self, window: int, *, ranks: Iterable[int], final: bool = False) -> np.ndarray:
+    def ranges(
+        self,
+        window: int,
+        *,
+        ranks: Iterable[int],
+        final: bool = False,
+        first: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Record ranges that layout ``ranks`` read in ``window``, and the final batch's.
 
         Args:
             window: the window's index within the epoch.
             ranks: layout ranks whose window slices to include.
             final: also include the epoch's final partial global batch (last window only).
+            first: positions of the batch that will be read first (after a resume, the
+                batch it resumes at); defaults to each rank's first batch of the window.
 
         Returns:
             int64 array ``(k, 2)`` of ``[start, stop)`` record ranges, each inside one
-            block: per rank, the blocks its first batch of the window reads (in the order
-            it reads them), then its other blocks; the final batch's blocks last.
+            block: per rank, the blocks the first batch reads (in the order it reads
+            them), then its other blocks; the final batch's blocks last.
         """
         layout = self.layout
         start, ranked_stop, stop = layout.window_bounds(window)
@@ -640,9 +650,11 @@ class WindowedOrder(Order):
                 continue
             lo = start + rank * slice_len
             pieces = self._slot_ranges(lo, lo + slice_len)
-            # the first batch's slots, hence the pieces it reads in the order it reads them
-            firsts = self._slots(start + rank * bsz + np.arange(bsz, dtype=np.int64))
-            touched = firsts // layout.block_records - lo // layout.block_records
+            # the first batch's slots in this slice, hence the pieces it reads, in order
+            lead = start + rank * bsz + np.arange(bsz, dtype=np.int64) if first is None else first
+            slots = self._slots(np.asarray(lead, dtype=np.int64))
+            slots = slots[(slots >= lo) & (slots < lo + slice_len)]
+            touched = slots // layout.block_records - lo // layout.block_records
             _, at = np.unique(touched, return_index=True)
             head = touched[np.sort(at)]
             tail = np.setdiff1d(np.arange(len(pieces)), head, assume_unique=True)
@@ -703,7 +715,7 @@ class WindowFeed:
             return
         first, last = self._layout.window_at(lo), self._layout.window_at(hi)
         for window in range(max(first, self._current + 1), last + 1):
-            ident = self._schedule(window, force=True)
+            ident = self._schedule(window, force=True, lead=positions)
             if window + 1 < self._layout.num_windows:
                 self._schedule(window + 1, force=False)
             # ids two behind are done, but never one this batch still reads (a batch that
@@ -715,14 +727,16 @@ class WindowFeed:
             self._current = window
         self._lo, _, self._hi = self._layout.window_bounds(self._current)
 
-    def _schedule(self, window: int, *, force: bool) -> int:
+    def _schedule(self, window: int, *, force: bool, lead: np.ndarray | None = None) -> int:
         if window in self._window_ids:
             return self._window_ids[window]
         ranks, final = self.touched(window)
         if not (ranks or final) and not force:
             return -1
         ident = self._window_ids[window] = next(self._ids)
-        ranges = self.order.ranges(window, ranks=ranks, final=final)
+        # a window begun by a batch fetches that batch's blocks first (after a resume mid
+        # window, the batch it resumes at), so the first batch waits for the fewest
+        ranges = self.order.ranges(window, ranks=ranks, final=final, first=lead)
         if len(ranges):
             self.source.schedule(ranges, window=ident)
         return ident
