@@ -53,7 +53,6 @@ epoch ends. The next epoch gets a layout made for the new topology.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -776,6 +775,20 @@ class WindowFeed:
         return ranks, final
 
 
+class _Ids:
+    """Window ids: 0, 1, 2, ... (a plain class, so a loader that holds one still pickles)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __iter__(self) -> _Ids:
+        return self
+
+    def __next__(self) -> int:
+        self._next += 1
+        return self._next - 1
+
+
 class EpochWindows:
     """The loader's windowed-order bookkeeping: each epoch's layout, its state and log line.
 
@@ -788,7 +801,7 @@ class EpochWindows:
         self._epoch: int | None = None  # the epoch _layout belongs to
         self._layout: WindowLayout | None = None
         self._hint: ReadHint | None = None
-        self.ids: Iterator[int] = itertools.count()
+        self.ids: Iterator[int] = _Ids()
 
     def layout(
         self,
