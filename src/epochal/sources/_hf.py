@@ -1,0 +1,95 @@
+"""Hugging Face ``datasets.Dataset`` as a Source: whole batches through one columnar read.
+
+``ds[indices]`` on a numpy-formatted view is one Arrow ``take`` per column, with numeric
+list columns already stacked into arrays; reading record by record instead costs a Python
+dict per row. ``datasets`` is never imported here: a caller that holds a Dataset has
+imported it already.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HFSource", "hf_records", "is_hf_dataset"]
+
+
+def is_hf_dataset(obj: Any) -> bool:
+    """Whether ``obj`` is a map-style ``datasets.Dataset`` (without importing datasets)."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(obj, datasets.Dataset)
+
+
+def _column(values: Any) -> Any:
+    """A numpy-format column as the Loader collates it: numeric arrays stay arrays."""
+    if isinstance(values, np.ndarray):
+        if values.dtype == object and len(values) and isinstance(values[0], np.ndarray):
+            try:  # lists of one length per batch: one array
+                return np.stack(list(values))
+            except ValueError:
+                return values  # ragged: a list of arrays
+        return values
+    if isinstance(values, list) and values and all(isinstance(v, np.ndarray) for v in values):
+        shapes = {v.shape for v in values}
+        return np.stack(values) if len(shapes) == 1 else values
+    return values
+
+
+class HFSource:
+    """A ``datasets.Dataset`` read through its numpy format.
+
+    ``get_columns(indices)`` is one ``ds[indices]`` call; numeric list columns come as
+    arrays (tensors in batches), strings as lists. The fingerprint is the dataset's own
+    (it changes with every transformation ``datasets`` applies), so a state taken on
+    another dataset of the same length is refused.
+    """
+
+    deterministic = True  # reading a row draws from no global RNG
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self._numpy = dataset.with_format("numpy")
+        self._n = len(dataset)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < self._n:
+            raise IndexError(
+                f"record index {index} is out of range for a source of {self._n} records"
+            )
+        return dict(self._numpy[index])
+
+    def get_columns(self, indices: np.ndarray) -> dict[str, Any]:
+        """The records ``indices`` as columns (first axis = the batch)."""
+        rows = self._numpy[np.asarray(indices, dtype=np.int64)]
+        return {name: _column(values) for name, values in rows.items()}
+
+    def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
+        """The records ``indices``, read as columns in one call and split into dicts."""
+        rows = self._numpy[np.asarray(indices, dtype=np.int64)]
+        names = list(rows)
+        return [{name: rows[name][j] for name in names} for j in range(len(indices))]
+
+    @property
+    def fingerprint(self) -> str:
+        """The dataset's fingerprint (``datasets`` updates it on every transformation)."""
+        own = getattr(self.dataset, "_fingerprint", None)
+        return f"hf:{own}:{self._n}" if own else f"hf:unknown:{self._n}"
+
+    def __repr__(self) -> str:
+        return f"HFSource(n={self._n}, columns={list(self.dataset.column_names)})"
+
+
+def hf_records(dataset: Any, *, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """Rows of a ``datasets.Dataset`` as store records: numeric lists as numpy arrays."""
+    from epochal.store._ingest import _row
+
+    for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+        for row in table.to_pylist():
+            yield _row(row)
