@@ -51,7 +51,8 @@ def _pillow(data: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
         ) from err
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image = image.convert(mode)
+            if image.mode != mode:  # convert() copies even when the mode is already right
+                image = image.convert(mode)
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(image)
