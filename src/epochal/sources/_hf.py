@@ -1,8 +1,9 @@
 """Hugging Face ``datasets.Dataset`` as a Source: whole batches through one columnar read.
 
-``ds[indices]`` on a numpy-formatted view is one Arrow ``take`` per column, with numeric
-list columns already stacked into arrays; reading record by record instead costs a Python
-dict per row. ``datasets`` is never imported here: a caller that holds a Dataset has
+``ds[indices]`` on an Arrow-formatted view is one ``take`` per column; numbers and lists of
+numbers become numpy arrays without per-row Python work (datasets' own numpy format
+converts list columns row by row). Reading record by record instead costs a Python dict
+per row. ``datasets`` is never imported here: a caller that holds a Dataset has
 imported it already.
 """
 
@@ -38,6 +39,39 @@ def _column(values: Any) -> Any:
     return values
 
 
+def _numeric(type_: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_integer(type_) or pa.types.is_floating(type_))
+
+
+def _arrow_column(column: Any) -> Any:
+    """One column of an Arrow batch without per-row Python work where the type allows:
+    numbers as an array, lists of numbers as one (rows, length) array (a list of arrays
+    when the lengths differ), anything else as Python values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    type_ = array.type
+    if array.null_count == 0 and (_numeric(type_) or pa.types.is_boolean(type_)):
+        return array.to_numpy(zero_copy_only=False)
+    listlike = (
+        pa.types.is_list(type_)
+        or pa.types.is_large_list(type_)
+        or pa.types.is_fixed_size_list(type_)
+    )
+    if listlike and array.null_count == 0 and _numeric(type_.value_type):
+        values = array.flatten()
+        if values.null_count == 0:
+            flat = values.to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+            if len(lengths) and (lengths == lengths[0]).all():
+                return flat.reshape(len(array), int(lengths[0]))
+            return np.split(flat, np.cumsum(lengths)[:-1])
+    return array.to_pylist()
+
+
 class HFSource:
     """A ``datasets.Dataset`` read through its numpy format.
 
@@ -50,8 +84,14 @@ class HFSource:
     deterministic = True  # reading a row draws from no global RNG
 
     def __init__(self, dataset: Any) -> None:
+        from datasets.features.features import require_decoding
+
         self.dataset = dataset
         self._numpy = dataset.with_format("numpy")
+        self._arrow = dataset.with_format("arrow")
+        # features datasets decodes when formatting (Image, Audio) keep its numpy format;
+        # plain columns are converted from Arrow here, without its per-row list handling
+        self._decoded = any(require_decoding(f) for f in dataset.features.values())
         self._n = len(dataset)
 
     def __len__(self) -> int:
@@ -67,14 +107,17 @@ class HFSource:
 
     def get_columns(self, indices: np.ndarray) -> dict[str, Any]:
         """The records ``indices`` as columns (first axis = the batch)."""
-        rows = self._numpy[np.asarray(indices, dtype=np.int64)]
-        return {name: _column(values) for name, values in rows.items()}
+        keys = np.asarray(indices, dtype=np.int64)
+        if self._decoded:
+            rows = self._numpy[keys]
+            return {name: _column(values) for name, values in rows.items()}
+        table = self._arrow[keys]
+        return {name: _arrow_column(table.column(name)) for name in table.column_names}
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """The records ``indices``, read as columns in one call and split into dicts."""
-        rows = self._numpy[np.asarray(indices, dtype=np.int64)]
-        names = list(rows)
-        return [{name: rows[name][j] for name in names} for j in range(len(indices))]
+        columns = self.get_columns(indices)
+        return [{name: col[j] for name, col in columns.items()} for j in range(len(indices))]
 
     @property
     def fingerprint(self) -> str:
