@@ -322,8 +322,10 @@ class Loader:
     batches of a full epoch on this rank, as with DataLoader; :attr:`batches_left` is the
     rest of the current one. An evaluation loader is built with ``full_pass=True`` (or
     :meth:`Loader.eval`): every ``iter()`` is then a complete pass of the same epoch, so a
-    sanity check or a ``next(iter(loader))`` peek never eats data. The order of epoch ``e`` is a keyed permutation of the records from
-    ``(seed, e)``; global batch ``g`` takes positions ``[g*G, (g+1)*G)`` of it, with
+    sanity check or a ``next(iter(loader))`` peek never eats data.
+
+    The order of epoch ``e`` is a keyed permutation of the records from ``(seed, e)``;
+    global batch ``g`` takes positions ``[g*G, (g+1)*G)`` of it, with
     ``G = batch_size * world_size``, and each rank its slice. A transform gets each
     record's own generator ``sample_rng(seed, epoch, index)``, so results do not depend on
     the worker, the rank or ``num_workers``.

@@ -63,8 +63,8 @@ def write(
         records: any iterable of dicts (a generator is fine; its length need not be
             known), or a Hugging Face ``datasets.Dataset`` (its numeric list columns
             become array columns, other lists and dicts JSON strings, as with
-            ``epochal build file.parquet``). The first record fixes the schema: bytes, str, int, float, bool,
-            numpy scalars and fixed-shape numpy arrays. Every later record must have the
+            ``epochal build file.parquet``). The first record fixes the schema: bytes,
+            str, int, float, bool, numpy scalars and fixed-shape numpy arrays. Every later record must have the
             same columns and types, or a StoreError names the record and the column.
         dest: where the store goes, e.g. ``"data/shapes"`` or ``"s3://bucket/shapes"``.
         shard_size: target bytes of record data per shard.
