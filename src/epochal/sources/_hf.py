@@ -93,6 +93,8 @@ class HFSource:
         # plain columns are converted from Arrow here, without its per-row list handling
         self._decoded = any(require_decoding(f) for f in dataset.features.values())
         self._n = len(dataset)
+        self._batches: list[Any] | None = None  # the Arrow record batches, read lazily
+        self._offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -111,8 +113,33 @@ class HFSource:
         if self._decoded:
             rows = self._numpy[keys]
             return {name: _column(values) for name, values in rows.items()}
-        table = self._arrow[keys]
+        table = self._take(keys)
         return {name: _arrow_column(table.column(name)) for name in table.column_names}
+
+    def _take(self, keys: np.ndarray) -> Any:
+        """Rows ``keys`` as an Arrow table: one ``take`` per record batch of the dataset's
+        table (datasets' own ``ds[keys]`` slices one row at a time), through its indices
+        mapping when it has one (after ``shuffle``/``select``)."""
+        import pyarrow as pa
+
+        table = getattr(getattr(self.dataset, "data", None), "table", None)
+        if not isinstance(table, pa.Table) or table.column_names != self.dataset.column_names:
+            return self._arrow[keys]  # a layout this fast path does not know: datasets' own
+        mapping = getattr(self.dataset, "_indices", None)
+        if mapping is not None:
+            keys = np.asarray(mapping.column(0).take(pa.array(keys)), dtype=np.int64)
+        if self._batches is None:
+            self._batches = [b for b in table.to_batches() if b.num_rows]
+            self._offsets = np.cumsum([0] + [b.num_rows for b in self._batches])
+        assert self._offsets is not None
+        which = np.searchsorted(self._offsets, keys, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        parts = []
+        for b in np.unique(which):
+            local = keys[order][which[order] == b] - self._offsets[b]
+            parts.append(self._batches[b].take(pa.array(local)))
+        gathered = pa.Table.from_batches(parts)
+        return gathered.take(pa.array(np.argsort(order)))  # back to the order asked for
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """The records ``indices``, read as columns in one call and split into dicts."""
