@@ -70,3 +70,14 @@ def test_write_of_a_dataset_round_trips(tmp_path):
         assert int(record["id"]) == row["id"] and record["text"] == row["text"]
         assert isinstance(record["vec"], np.ndarray)
         np.testing.assert_array_equal(record["vec"], np.asarray(row["vec"]))
+
+
+@pytest.mark.parametrize("view", ["plain", "shuffled", "selected"])
+def test_columns_equal_datasets_own_numpy_format(view):
+    ds = _hf(40).select_columns(["id", "vec"])
+    ds = {"plain": ds, "shuffled": ds.shuffle(seed=3), "selected": ds.select([5, 1, 30, 2])}[view]
+    keys = np.arange(len(ds))[::-1].copy()
+    mine = epochal.from_dataset(ds).get_columns(keys)
+    theirs = ds.with_format("numpy")[keys]
+    for name in ("id", "vec"):
+        np.testing.assert_array_equal(mine[name], theirs[name])
