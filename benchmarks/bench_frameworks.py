@@ -41,7 +41,7 @@ class Config:
     """Options of the frameworks benchmark."""
 
     images: int = 512
-    """JPEG files in the image folder (128 x 96 pixels each)."""
+    """JPEG files in the image folder (128 x 96 pixels each; 0 skips the image part)."""
     crop: int = 64
     """Side of the random-resized crop."""
     batch_size: int = 32
@@ -227,12 +227,12 @@ def main() -> int:
     cfg = tyro.cli(Config, description=__doc__.splitlines()[0])
     with tempfile.TemporaryDirectory(prefix="epochal-bench-frameworks-") as tmp:
         work = Path(tmp)
-        rows = _images(cfg, work)
-        _print_table(
-            f"images: {cfg.images} JPEGs 128x96, decode + random-resized-crop {cfg.crop} + "
-            f"flip, batch {cfg.batch_size}, median of {cfg.repeats} interleaved rounds",
-            rows,
-        )
+        if cfg.images:
+            _print_table(
+                f"images: {cfg.images} JPEGs 128x96, decode + random-resized-crop {cfg.crop} + "
+                f"flip, batch {cfg.batch_size}, median of {cfg.repeats} interleaved rounds",
+                _images(cfg, work),
+            )
         if cfg.rows:
             _print_table(
                 f"Hugging Face datasets: {cfg.rows:,} rows (int label + 16 float32), batch "
