@@ -72,6 +72,36 @@ def _arrow_column(column: Any) -> Any:
     return array.to_pylist()
 
 
+def _numpy_view(array: Any) -> np.ndarray | None:
+    """A zero-copy numpy view of an Arrow column of numbers or of equal-length lists of
+    numbers (rows first), or None when its type or nulls need a conversion."""
+    import pyarrow as pa
+
+    type_ = array.type
+    try:
+        if array.null_count == 0 and _numeric(type_):
+            return array.to_numpy(zero_copy_only=True)
+        if pa.types.is_fixed_size_list(type_) and _numeric(type_.value_type):
+            values = array.flatten()
+            if array.null_count == 0 and values.null_count == 0:
+                return values.to_numpy(zero_copy_only=True).reshape(len(array), type_.list_size)
+        if (pa.types.is_list(type_) or pa.types.is_large_list(type_)) and _numeric(
+            type_.value_type
+        ):
+            lengths = np.diff(array.offsets.to_numpy())
+            values = array.flatten()
+            if (
+                array.null_count == 0
+                and values.null_count == 0
+                and len(lengths)
+                and (lengths == lengths[0]).all()
+            ):
+                return values.to_numpy(zero_copy_only=True).reshape(len(array), int(lengths[0]))
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    return None
+
+
 class HFSource:
     """A ``datasets.Dataset`` read through its numpy format.
 
@@ -95,6 +125,11 @@ class HFSource:
         self._n = len(dataset)
         self._batches: list[Any] | None = None  # the Arrow record batches, read lazily
         self._offsets: np.ndarray | None = None
+        self._views: list[dict[str, np.ndarray | None]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the views are over this process's buffers: a spawned worker builds its own
+        return {**self.__dict__, "_batches": None, "_offsets": None, "_views": None}
 
     def __len__(self) -> int:
         return self._n
@@ -113,31 +148,67 @@ class HFSource:
         if self._decoded:
             rows = self._numpy[keys]
             return {name: _column(values) for name, values in rows.items()}
-        table = self._take(keys)
-        return {name: _arrow_column(table.column(name)) for name in table.column_names}
+        located = self._locate(keys)
+        if located is None:  # a layout this fast path does not know: datasets' own read
+            table = self._arrow[keys]
+            return {name: _arrow_column(table.column(name)) for name in table.column_names}
+        which, local = located
+        assert self._views is not None
+        out: dict[str, Any] = {}
+        rest = []
+        for name in self.dataset.column_names:
+            views = [v[name] for v in self._views]
+            if any(view is None for view in views):
+                rest.append(name)
+            elif len(views) == 1:
+                out[name] = views[0][local]
+            else:
+                column = np.empty((len(keys), *views[0].shape[1:]), dtype=views[0].dtype)
+                for b in np.unique(which):
+                    mask = which == b
+                    column[mask] = views[b][local[mask]]
+                out[name] = column
+        if rest:
+            table = self._take(which, local, rest)
+            out.update({name: _arrow_column(table.column(name)) for name in rest})
+        return {name: out[name] for name in self.dataset.column_names}
 
-    def _take(self, keys: np.ndarray) -> Any:
-        """Rows ``keys`` as an Arrow table: one ``take`` per record batch of the dataset's
-        table (datasets' own ``ds[keys]`` slices one row at a time), through its indices
-        mapping when it has one (after ``shuffle``/``select``)."""
+    def _locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(record batch, row in it) of each key of the dataset's Arrow table, through its
+        indices mapping when it has one (after ``shuffle``/``select``); None for a layout
+        this fast path does not know."""
         import pyarrow as pa
 
         table = getattr(getattr(self.dataset, "data", None), "table", None)
         if not isinstance(table, pa.Table) or table.column_names != self.dataset.column_names:
-            return self._arrow[keys]  # a layout this fast path does not know: datasets' own
+            return None
         mapping = getattr(self.dataset, "_indices", None)
         if mapping is not None:
             keys = np.asarray(mapping.column(0).take(pa.array(keys)), dtype=np.int64)
         if self._batches is None:
+            # numpy views of the columns' buffers, where the type allows (numbers, lists of
+            # numbers of one length): a batch is then a numpy gather, as from a store
             self._batches = [b for b in table.to_batches() if b.num_rows]
             self._offsets = np.cumsum([0] + [b.num_rows for b in self._batches])
+            self._views = [
+                {name: _numpy_view(b.column(name)) for name in table.column_names}
+                for b in self._batches
+            ]
         assert self._offsets is not None
         which = np.searchsorted(self._offsets, keys, side="right") - 1
+        return which, keys - self._offsets[which]
+
+    def _take(self, which: np.ndarray, local: np.ndarray, names: list[str]) -> Any:
+        """The located rows' ``names`` columns as an Arrow table: one ``take`` per record
+        batch (datasets' own ``ds[keys]`` slices one row at a time)."""
+        import pyarrow as pa
+
+        assert self._batches is not None
         order = np.argsort(which, kind="stable")
         parts = []
         for b in np.unique(which):
-            local = keys[order][which[order] == b] - self._offsets[b]
-            parts.append(self._batches[b].take(pa.array(local)))
+            rows = local[order][which[order] == b]
+            parts.append(self._batches[b].select(names).take(pa.array(rows)))
         gathered = pa.Table.from_batches(parts)
         return gathered.take(pa.array(np.argsort(order)))  # back to the order asked for
 
