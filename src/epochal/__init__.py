@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "WeightedSampler": "epochal.sampling",
     "balanced": "epochal.sampling",
     "concat": "epochal.sources",
+    "decode_image": "epochal.images",
     "from_arrays": "epochal.sources",
     "from_dataset": "epochal.sources",
     "init_distributed": "epochal.train.distributed",
@@ -83,6 +84,7 @@ __all__ = [
     "__version__",
     "balanced",
     "concat",
+    "decode_image",
     "from_arrays",
     "from_dataset",
     "init_distributed",
@@ -102,6 +104,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from epochal.images import decode_image
     from epochal.loader import Loader
     from epochal.mixture import Mixture, mix
     from epochal.order import IdentityOrder, ShuffledOrder, make_order

@@ -12,6 +12,7 @@ more than the uninterrupted one and diverge).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -218,7 +219,20 @@ class _Fetcher:
     def _transform(self, record: Any, epoch: int, index: int) -> Any:
         if self.transform is None:
             return record
-        return self.transform(record, self._rngs(epoch, index))
+        try:
+            return self.transform(record, self._rngs(epoch, index))
+        except Exception as error:
+            # the exception keeps its type (callers may catch it); the note names the record,
+            # and DataLoader's worker traceback carries it to the main process
+            _add_note(error, f"epochal: in the transform of record {index} of epoch {epoch}")
+            raise
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # Python 3.10: same attribute, shown by 3.11+ tracebacks only
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 def _start_worker(worker_id: int) -> None:
@@ -231,6 +245,12 @@ def _start_worker(worker_id: int) -> None:
 
     if "file_system" in torch.multiprocessing.get_all_sharing_strategies():
         torch.multiprocessing.set_sharing_strategy("file_system")
+
+
+def _start_worker_then(user_init: Callable[[int], None], worker_id: int) -> None:
+    """:func:`_start_worker`, then the caller's ``worker_init_fn``."""
+    _start_worker(worker_id)
+    user_init(worker_id)
 
 
 def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -249,12 +269,71 @@ def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+# torch samplers a DataLoader user may pass, and what does their job in epochal
+_SAMPLER_HINTS = {
+    "DistributedSampler": "epochal shards by rank itself: drop the sampler (rank/world_size "
+    "come from torch.distributed, or pass rank= and world_size=)",
+    "RandomSampler": "use shuffle=True (a new global shuffle every epoch, from seed)",
+    "SequentialSampler": "use shuffle=False",
+    "SubsetRandomSampler": "use epochal.subset(source, indices) with shuffle=True",
+    "WeightedRandomSampler": "use sampler=epochal.WeightedSampler(weights) "
+    "(or epochal.balanced(...))",
+}
+
+
+def _check_sampler(sampler: Any) -> None:
+    """Refuse a torch sampler (or anything else) where an epochal sampler belongs."""
+    if sampler is None or (hasattr(sampler, "order") and hasattr(sampler, "num_records")):
+        return
+    name = type(sampler).__name__
+    hint = _SAMPLER_HINTS.get(
+        name,
+        "epochal computes the order from (seed, epoch); use shuffle=, epochal.subset(...) or "
+        "an epochal sampler (epochal.WeightedSampler, epochal.balanced)",
+    )
+    raise Error(f"sampler={name} is not an epochal sampler: {hint}")
+
+
+def _check_dataloader_only(
+    *, generator: Any, batch_sampler: Any, in_order: bool, pin_memory_device: str
+) -> None:
+    """Refuse the DataLoader arguments that epochal replaces, saying what replaces each."""
+    if generator is not None:
+        raise Error(
+            f"generator={generator!r} is not used by epochal: the order and per-sample "
+            f"randomness come from seed=<int> (e.g. seed=generator.initial_seed() % 2**64)"
+        )
+    if batch_sampler is not None:
+        raise Error(
+            f"batch_sampler={type(batch_sampler).__name__} is not supported: epochal builds "
+            f"batches from batch_size and drop_last (per rank); reweight or restrict records "
+            f"with sampler=epochal.WeightedSampler(...) or epochal.subset(...)"
+        )
+    if in_order is not True:
+        raise Error(
+            f"in_order={in_order!r} is not supported: batches come in order so that a "
+            f"state counts exactly the batches delivered (exact resume)"
+        )
+    if pin_memory_device:
+        raise Error(
+            f"pin_memory_device={pin_memory_device!r} is not supported: pin_memory=True pins "
+            f"for the current accelerator"
+        )
+
+
 class Loader:
     """Shuffled, sharded, exactly resumable batches of a Source.
 
-    Iterating the loader runs the rest of the current epoch and then advances
-    :attr:`epoch`. The order of epoch ``e`` is a keyed permutation of the records from
-    ``(seed, e)``; global batch ``g`` takes positions ``[g*G, (g+1)*G)`` of it, with
+    Iterating the loader runs the rest of the current epoch; the epoch advances when its
+    last batch is delivered, so a framework that stops after ``len(loader)`` batches (as
+    Lightning does) gets the next epoch on its next ``iter()``. ``len(loader)`` is the
+    batches of a full epoch on this rank, as with DataLoader; :attr:`batches_left` is the
+    rest of the current one. An evaluation loader is built with ``full_pass=True`` (or
+    :meth:`Loader.eval`): every ``iter()`` is then a complete pass of the same epoch, so a
+    sanity check or a ``next(iter(loader))`` peek never eats data.
+
+    The order of epoch ``e`` is a keyed permutation of the records from ``(seed, e)``;
+    global batch ``g`` takes positions ``[g*G, (g+1)*G)`` of it, with
     ``G = batch_size * world_size``, and each rank its slice. A transform gets each
     record's own generator ``sample_rng(seed, epoch, index)``, so results do not depend on
     the worker, the rank or ``num_workers``.
@@ -291,7 +370,12 @@ class Loader:
         drop_last: drop the final partial global batch; otherwise it is split over the
             ranks with the fewest possible repeats (see :class:`epochal.Plan`).
         rank: this process's rank; defaults to torch.distributed's, else 0.
-        world_size: number of ranks; defaults to torch.distributed's, else 1.
+        world_size: number of ranks; defaults to torch.distributed's, else 1. Unless both
+            are given, they are read again whenever the loader plans a pass (``iter()``,
+            ``len()``), so a Loader built before ``init_process_group`` (in a
+            LightningModule's ``__init__``) shards correctly; a process group that appears
+            after batches of an unfinished epoch were delivered is refused with an
+            :class:`epochal.Error`.
         seed_globals: also seed python ``random``, ``np.random`` and torch's CPU RNG from
             the record's key around each read and transform, restoring them afterwards
             (cures legacy ``np.random`` augmentations, P6).
@@ -299,15 +383,36 @@ class Loader:
             repeats) to every batch; batches must be dicts.
         pin_memory: pin batches in page-locked memory (DataLoader's option).
         prefetch_factor: batches prefetched per worker (DataLoader's option).
-        persistent_workers: keep worker processes between epochs (when ``num_workers > 0``).
+        persistent_workers: keep worker processes between passes (when ``num_workers > 0``).
+            True by default, unlike DataLoader: epochal's workers hold no state (each batch
+            request carries its epoch and indices), so keeping them only saves the start-up
+            of every epoch and every evaluation pass. A pass that fails (a worker killed, a
+            transform error) shuts them down, and the next ``iter()`` starts fresh ones.
         collate_fn: turns a list of records into a batch; defaults to :func:`collate`.
         multiprocessing_context: start method for workers (DataLoader's option).
         timeout: seconds to wait for a batch from a worker (0 waits forever).
         sampler: maps each epoch's positions to record indices instead of the plain
             shuffle (:class:`epochal.WeightedSampler`, :func:`epochal.balanced`); it fixes
             the positions per epoch. Defaults to the source's own ``sampler`` attribute
-            when it has one (:func:`epochal.mix`), else the shuffled order.
+            when it has one (:func:`epochal.mix`), else the shuffled order. A torch sampler
+            is refused with what replaces it (``shuffle``, :func:`epochal.subset`, an epochal
+            sampler; ``DistributedSampler`` is not needed).
+        full_pass: every ``iter()`` is a complete pass of the current epoch from its start,
+            and the epoch does not advance (evaluation loaders; see :meth:`eval`). The state
+            then always has position 0.
+        worker_init_fn: called in each worker process with its id after epochal's own set-up
+            (DataLoader's option; per-record randomness needs no seeding here).
+        generator: refused: the order and randomness come from ``seed``.
+        batch_sampler: refused: batches come from ``batch_size`` and ``drop_last``.
+        in_order: only True (batches in order keep the state exact).
+        pin_memory_device: refused: ``pin_memory`` pins for the current accelerator.
+
+    DataLoader's other arguments keep their meaning; ``shuffle`` defaults to True here.
+    The attributes ``batch_sampler`` (always None) and ``sampler`` (the epochal sampler, or
+    None) exist for frameworks that inspect DataLoader-like objects.
     """
+
+    batch_sampler = None  # read by Lightning on DataLoader-like objects; epochal batches itself
 
     def __init__(
         self,
@@ -330,7 +435,22 @@ class Loader:
         multiprocessing_context: Any = None,
         timeout: float = 0.0,
         sampler: Sampler | None = None,
+        full_pass: bool = False,
+        worker_init_fn: Callable[[int], None] | None = None,
+        generator: Any = None,
+        batch_sampler: Any = None,
+        in_order: bool = True,
+        pin_memory_device: str = "",
     ) -> None:
+        _check_dataloader_only(
+            generator=generator,
+            batch_sampler=batch_sampler,
+            in_order=in_order,
+            pin_memory_device=pin_memory_device,
+        )
+        _check_sampler(sampler)
+        if worker_init_fn is not None and not callable(worker_init_fn):
+            raise Error(f"worker_init_fn must be callable as f(worker_id), got {worker_init_fn!r}")
         if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
             raise Error(
                 f"Loader needs a source with __len__ and __getitem__, got {type(source).__name__}; "
@@ -350,7 +470,12 @@ class Loader:
         self.seed = seed
         self.drop_last = bool(drop_last)
         self.num_workers = num_workers
-        self.rank, self.world_size = _topology(rank, world_size)
+        self.full_pass = bool(full_pass)
+        self._rank_arg, self._world_size_arg = rank, world_size
+        self._rank, self._world_size = _topology(rank, world_size)
+        # batches of the current epoch were delivered under (_rank, _world_size) in this
+        # process: a changed topology would then shard the rest of the epoch wrongly
+        self._delivered = False
         self.num_records = len(source)
         if self.num_records < 1:
             raise Error("the source is empty; a Loader needs at least one record")
@@ -361,13 +486,7 @@ class Loader:
                 f"{self.num_records}; build the sampler from this source's records"
             )
         self.samples_per_epoch = self.num_records if self.sampler is None else len(self.sampler)
-        if self.drop_last and self.samples_per_epoch < self.global_batch_size:
-            raise Error(
-                f"drop_last=True with {self.samples_per_epoch} samples per epoch and a global "
-                f"batch of "
-                f"{self.global_batch_size} (batch_size {batch_size} x world_size "
-                f"{self.world_size}) would yield no batch; lower batch_size or set drop_last=False"
-            )
+        self._check_batch_fits()
         self.fingerprint = fingerprint_of(source)
         self._epoch = 0
         self._position = 0
@@ -397,7 +516,11 @@ class Loader:
                 batch_sampler=self._sampler,  # type: ignore[arg-type]
                 num_workers=num_workers,
                 collate_fn=_identity,
-                worker_init_fn=_start_worker,
+                worker_init_fn=(
+                    _start_worker
+                    if worker_init_fn is None
+                    else functools.partial(_start_worker_then, worker_init_fn)
+                ),
                 pin_memory=pin_memory,
                 # a private generator: creating an iterator never draws from the global RNG
                 generator=torch.Generator().manual_seed(seed & (1 << 63) - 1),
@@ -406,6 +529,23 @@ class Loader:
                 multiprocessing_context=multiprocessing_context,
                 timeout=timeout,
             )
+
+    @classmethod
+    def eval(cls, source: Any, batch_size: int, **kwargs: Any) -> Loader:
+        """An evaluation loader: ``shuffle=False`` and ``full_pass=True`` unless given.
+
+        Every ``iter()`` is a complete pass over the source in its own order (split over
+        the ranks with the fewest possible repeats, flagged with ``with_index=True``), so
+        a framework's sanity check or a peek never takes records from the next validation.
+
+        Args:
+            source: a Source.
+            batch_size: samples per batch on each rank.
+            **kwargs: any other :class:`Loader` argument.
+        """
+        kwargs.setdefault("shuffle", False)
+        kwargs.setdefault("full_pass", True)
+        return cls(source, batch_size, **kwargs)
 
     @property
     def epoch(self) -> int:
@@ -418,22 +558,67 @@ class Loader:
         return self._position
 
     @property
+    def rank(self) -> int:
+        """This process's rank (read from torch.distributed when not given)."""
+        self._resolve_topology()
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        """The number of ranks (read from torch.distributed when not given)."""
+        self._resolve_topology()
+        return self._world_size
+
+    @property
     def global_batch_size(self) -> int:
         """Samples per step over all ranks: ``batch_size * world_size``."""
         return self.batch_size * self.world_size
 
+    def _resolve_topology(self) -> None:
+        """Follow torch.distributed's rank and world size, unless both were given."""
+        if self._rank_arg is not None and self._world_size_arg is not None:
+            return
+        rank, world_size = _topology(self._rank_arg, self._world_size_arg)
+        if (rank, world_size) == (self._rank, self._world_size):
+            return
+        if self._delivered and self._position:
+            raise Error(
+                f"the process group changed while this Loader was in the middle of epoch "
+                f"{self._epoch}: it delivered batches as rank {self._rank} of world_size "
+                f"{self._world_size} and torch.distributed now says rank {rank} of "
+                f"{world_size}; initialise the process group before iterating, or pass "
+                f"rank= and world_size= explicitly"
+            )
+        self._rank, self._world_size = rank, world_size
+        self._check_batch_fits()
+
+    def _check_batch_fits(self) -> None:
+        if self.drop_last and self.samples_per_epoch < self.batch_size * self._world_size:
+            raise Error(
+                f"drop_last=True with {self.samples_per_epoch} samples per epoch and a global "
+                f"batch of {self.batch_size * self._world_size} (batch_size {self.batch_size} x world_size "
+                f"{self._world_size}) would yield no batch; lower batch_size or set "
+                f"drop_last=False"
+            )
+
     def plan(self) -> Plan:
         """This rank's plan for the rest of the current epoch."""
+        self._resolve_topology()
         return Plan(
             num_records=self.samples_per_epoch,
             batch_size=self.batch_size,
-            world_size=self.world_size,
-            rank=self.rank,
+            world_size=self._world_size,
+            rank=self._rank,
             drop_last=self.drop_last,
             start=self._position,
         )
 
     def __len__(self) -> int:
+        """Batches of a full epoch on this rank (as with DataLoader); see :attr:`batches_left`."""
+        return self.batches_per_epoch
+
+    @property
+    def batches_left(self) -> int:
         """Batches the next pass yields: the rest of the current epoch on this rank."""
         return len(self.plan())
 
@@ -451,6 +636,9 @@ class Loader:
         self._generation += 1
         generation = self._generation
         plan = self.plan()
+        if not len(plan):  # a state taken at the very end of an epoch: the next one runs
+            self._next_epoch()
+            plan = self.plan()
         self._sampler.plan = plan
         layout = self._window_layout()
         if layout is not None:
@@ -468,23 +656,52 @@ class Loader:
         self._sampler.epoch = self._epoch
         return self._run(plan, generation)
 
-    def _batches(self) -> Iterator[Any]:
-        if self._dataloader is not None:
-            yield from self._dataloader
-            return
-        for request in self._sampler:
-            batch = self._fetcher.__getitems__(request)
-            yield pin_memory(batch) if self.pin_memory else batch
-
-    def _run(self, plan: Plan, generation: int) -> Iterator[Any]:
-        for k, batch in enumerate(self._batches()):
-            self._check_current(generation)
-            self._position = plan.consumed(k)
-            yield batch
-            self._check_current(generation)
-        self._check_current(generation)
+    def _next_epoch(self) -> None:
         self._epoch += 1
         self._position = 0
+        self._delivered = False
+
+    def _batches(self) -> Iterator[Any]:
+        if self._dataloader is None:
+            for request in self._sampler:
+                batch = self._fetcher.__getitems__(request)
+                yield pin_memory(batch) if self.pin_memory else batch
+            return
+        try:
+            yield from self._dataloader
+        except Exception:
+            self._drop_workers()
+            raise
+
+    def _drop_workers(self) -> None:
+        """Shut down a persistent worker pool after a failed pass (a worker may be dead,
+        which would break every later pass); the next ``iter()`` starts new workers."""
+        dataloader = self._dataloader
+        iterator = getattr(dataloader, "_iterator", None)
+        if dataloader is None or iterator is None:
+            return
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
+        dataloader._iterator = None
+
+    def _run(self, plan: Plan, generation: int) -> Iterator[Any]:
+        last = len(plan) - 1
+        for k, batch in enumerate(self._batches()):
+            self._check_current(generation)
+            if not self.full_pass:
+                # the epoch rolls over as its last batch is handed out, not when the caller
+                # asks for one more: frameworks stop after len(loader) batches
+                if k == last:
+                    self._next_epoch()
+                else:
+                    self._position = plan.consumed(k)
+                    self._delivered = True
+            yield batch
+            if k == last:
+                return  # nothing left: a newer iterator does not make this one an error
+            self._check_current(generation)
+        self._check_current(generation)
 
     def _check_current(self, generation: int) -> None:
         if generation != self._generation:
@@ -500,6 +717,7 @@ class Loader:
         self._generation += 1
         self._epoch = epoch
         self._position = 0
+        self._delivered = False
 
     def steps(self, k: int) -> Iterator[Any]:
         """Exactly ``k`` batches from the current position, crossing epochs as needed.
@@ -598,6 +816,9 @@ class Loader:
         self._generation += 1
         self._epoch = epoch
         self._position = position
+        self._delivered = False
+        if not self.full_pass and not len(self.plan()):
+            self._next_epoch()  # taken at the very end of an epoch: the next one is current
 
     # -- issue #11: windowed reads of stores larger than their cache --------------------------
     # The logic lives in epochal._windows; the loader only asks it for the epoch's layout.

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
+from epochal.sources._hf import HFSource, is_hf_dataset
 
 __all__ = ["DatasetSource", "from_dataset"]
 
@@ -72,8 +73,12 @@ class DatasetSource:
         return f"DatasetSource({type(self.dataset).__name__}, n={self._n})"
 
 
-def from_dataset(dataset: Any) -> DatasetSource:
-    """A Source over any map-style torch Dataset.
+def from_dataset(dataset: Any) -> DatasetSource | HFSource:
+    """A Source over any map-style torch Dataset, or a Hugging Face ``datasets.Dataset``.
+
+    A ``datasets.Dataset`` gets a columnar fast path: each batch is one ``ds[indices]``
+    read in numpy format, numeric list columns come as tensors, and the fingerprint is the
+    dataset's own (see :class:`epochal.sources._hf.HFSource`).
 
     Args:
         dataset: an object with ``__len__`` and ``__getitem__`` (and optionally
@@ -82,4 +87,6 @@ def from_dataset(dataset: Any) -> DatasetSource:
     Returns:
         A Source the Loader can shuffle, shard and resume exactly.
     """
+    if is_hf_dataset(dataset):
+        return HFSource(dataset)
     return DatasetSource(dataset)

@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal.sources._hf import hf_records, is_hf_dataset
 from epochal.store._blocks import Blocks, write_block_shards
 from epochal.store._columns import ColumnBuilder, arrow_schema
 from epochal.store._errors import StoreError
@@ -86,8 +87,10 @@ def write(
 
     Args:
         records: any iterable of dicts (a generator is fine; its length need not be
-            known). The first record fixes the schema: bytes, str, int, float, bool,
-            numpy scalars and fixed-shape numpy arrays. Every later record must have the
+            known), or a Hugging Face ``datasets.Dataset`` (its numeric list columns
+            become array columns, other lists and dicts JSON strings, as with
+            ``epochal build file.parquet``). The first record fixes the schema: bytes,
+            str, int, float, bool, numpy scalars and fixed-shape numpy arrays. Every later record must have the
             same columns and types, or a StoreError names the record and the column.
             ``epochal.store._blocks.Blocks`` of Arrow/pandas/numpy batches writes the
             same store without per-record Python work (the engines' path).
@@ -137,6 +140,8 @@ def write(
         json.dumps(meta)
     except TypeError as err:
         raise StoreError(f"metadata must be JSON-serialisable: {err}") from err
+    if is_hf_dataset(records):
+        records = hf_records(records)
     loc = locate(dest, **dict(storage_options or {}))
     if partition is not None:
         total = None if num_partitions is None else int(num_partitions)

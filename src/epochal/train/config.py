@@ -58,12 +58,16 @@ class DataConfig:
     """Shuffle the whole training set every epoch."""
     augment: bool = False
     """Random horizontal flips and shifts of up to 2 pixels of (C, H, W) image inputs."""
+    image_size: int = 32
+    """Encoded images (JPEG/PNG bytes, as a store built from an image folder keeps them) are decoded to RGB and resized to this square side, as float (3, H, W) in [0, 1]."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise Error(f"data.batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise Error(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.image_size < 1:
+            raise Error(f"data.image_size must be >= 1, got {self.image_size}")
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -83,6 +83,42 @@ def augment_image(record: dict[str, Any], rng: np.random.Generator, *, key: str)
     return {**record, key: np.ascontiguousarray(padded[:, y0 : y0 + h, x0 : x0 + w])}
 
 
+def decode_input(
+    record: dict[str, Any], rng: np.random.Generator, *, key: str, size: int
+) -> dict[str, Any]:
+    """Decode an encoded image column (JPEG/PNG bytes) to a float (3, size, size) in [0, 1]."""
+    from epochal.images import decode_image
+
+    image = decode_image(record[key], layout="CHW", size=size)
+    return {**record, key: image.astype(np.float32) / np.float32(255)}
+
+
+def _chain(record: Any, rng: np.random.Generator, *, steps: tuple[Any, ...]) -> Any:
+    """Run transforms one after the other with the record's generator."""
+    for step in steps:
+        record = step(record, rng)
+    return record
+
+
+def _transforms(
+    config: RunConfig, sample: dict[str, Any], *, train: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The transform of a loader and what its first record looks like after it."""
+    data = config.data
+    steps: list[Any] = []
+    if isinstance(sample.get(data.input_key), (bytes, bytearray, memoryview)):
+        # image-folder stores keep images encoded: decode (and resize) in the workers
+        steps.append(functools.partial(decode_input, key=data.input_key, size=data.image_size))
+    if train and data.augment:
+        steps.append(functools.partial(augment_image, key=data.input_key))
+    shaped = sample
+    for step in steps:
+        shaped = step(shaped, np.random.default_rng(0))
+    if not steps:
+        return None, shaped
+    return (steps[0] if len(steps) == 1 else functools.partial(_chain, steps=tuple(steps))), shaped
+
+
 def build(config: RunConfig) -> Job:
     """Create every object of the run described by ``config`` (seeded, on its device)."""
     import epochal
@@ -91,7 +127,11 @@ def build(config: RunConfig) -> Job:
     seed_everything(config.seed, deterministic=config.deterministic)
     data = config.data
     train_source = open_source(data.train)
-    transform = functools.partial(augment_image, key=data.input_key) if data.augment else None
+    sample = train_source[0]
+    for key in (data.input_key, data.target_key):
+        if key not in sample:
+            raise Error(f"the training records have no column {key!r}; they have {sorted(sample)}")
+    transform, sample = _transforms(config, sample, train=True)
     pin = info.device.type == "cuda"
     train_loader = epochal.Loader(
         train_source,
@@ -105,19 +145,17 @@ def build(config: RunConfig) -> Job:
     )
     val_loader = None
     if data.val is not None:
+        val_source = open_source(data.val)
         val_loader = epochal.Loader(
-            open_source(data.val),
+            val_source,
             batch_size=data.batch_size,
             shuffle=False,
             seed=config.seed,
+            transform=_transforms(config, val_source[0], train=False)[0],
             num_workers=data.num_workers,
             with_index=True,
             pin_memory=pin,
         )
-    sample = train_source[0]
-    for key in (data.input_key, data.target_key):
-        if key not in sample:
-            raise Error(f"the training records have no column {key!r}; they have {sorted(sample)}")
     model = make_model(
         config.model.name,
         num_classes=config.model.num_classes,

@@ -238,7 +238,8 @@ class Trainer:
         saved_step = self.step if self.step > 0 else -1
         self.model.train()
         while self.step < total:
-            epoch, batches = self.train_loader.epoch, len(self.train_loader)
+            # the rest of this epoch (len() is a whole epoch, as with DataLoader)
+            epoch, batches = self.train_loader.epoch, batches_left(self.train_loader)
             if batches == 0:  # an epoch with nothing left: move to the next one
                 self.train_loader.set_epoch(epoch + 1)
                 continue
@@ -365,6 +366,12 @@ class Trainer:
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
+
+
+def batches_left(loader: Any) -> int:
+    """Batches the next pass of ``loader`` yields (``epochal.Loader.batches_left``, else len)."""
+    left = getattr(loader, "batches_left", None)
+    return len(loader) if left is None else int(left)
 
 
 def batches_per_epoch(loader: Any) -> int:
