@@ -81,7 +81,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "train": (
         "epochal train run.yaml --optim.lr 0.01      # the file's settings, one overridden",
-        "torchrun --nproc_per_node 2 -m epochal train run.yaml",
+        "torchrun --standalone --nproc_per_node 2 -m epochal train run.yaml",
     ),
     "verify": (
         "epochal verify data/images",
