@@ -349,7 +349,18 @@ def run(config: RunConfig, *, clear_extra: tuple[str, ...] = ()) -> dict[str, fl
             setup_logging(config.run_dir)  # after the process group: ranks > 0 log warnings only
             _say_if_complete(job)
             watch(job.trainer)
-            return job.trainer.fit()
+            try:
+                return job.trainer.fit()
+            except Exception as err:
+                if job.trainer.stop_signal is None:
+                    raise
+                # the signal also reached the loader's workers (Ctrl+C in a terminal goes to
+                # the whole process group) and the loop died fetching a batch from them
+                name = signal.Signals(job.trainer.stop_signal).name
+                raise RunInterrupted(
+                    _stopped_at_once(name, config.run_dir),
+                    exit_code=128 + job.trainer.stop_signal,
+                ) from err
         finally:
             if torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
@@ -432,9 +443,9 @@ def main(argv: list[str]) -> int:
     )
     try:
         metrics = run(config)
-    except RunInterrupted:
+    except RunInterrupted as stop:
         if _rank() != 0:  # rank 0 says it once
-            return 128 + signal.SIGTERM
+            return stop.exit_code
         raise
     _print_summary(config, metrics)
     return 0

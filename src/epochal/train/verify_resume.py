@@ -262,6 +262,10 @@ def _run_to_end(job: Path, timeout: float, what: str) -> None:
             f"the {what} training run ({job}) did not finish in {timeout:g}s; give it more "
             f"time with --timeout SECONDS"
         ) from None
+    except BaseException:  # Ctrl+C: the job is in its own session, so stop it here
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
     if proc.returncode != 0:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
         raise Error(f"the {what} training run ({job}) failed (exit {proc.returncode}): {last}")
