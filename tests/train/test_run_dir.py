@@ -9,7 +9,7 @@ import pytest
 
 from epochal._errors import UsageError
 from epochal.train.config import ModelConfig, RunConfig, TrainerConfig, save_config
-from epochal.train.run import RESUMABLE_CHANGES, check_run_dir, clear_run_dir
+from epochal.train.run_dir import RESUMABLE_CHANGES, check_run_dir, clear_run_dir
 
 
 def _finished(run_dir: Path, config: RunConfig, step: int = 12) -> None:

@@ -137,8 +137,8 @@ class TrainerConfig:
     """Evaluate every N steps (0: only at the end)."""
     checkpoint_every: int = 100
     """Checkpoint every N steps, and always at the end."""
-    keep_last: int = 2
-    """Newest checkpoints to keep."""
+    keep_last: Annotated[int | None, tyro.conf.arg(metavar="INT|None")] = 2
+    """Newest checkpoints to keep (None keeps all)."""
     keep_best: Annotated[str | None, tyro.conf.arg(metavar="METRIC:MODE|None")] = None
     """Also keep the best checkpoint by a metric, e.g. 'val_accuracy:max' or 'val_loss:min'."""
     async_save: bool = True
@@ -167,7 +167,10 @@ class TrainerConfig:
         for name in ("eval_every", "checkpoint_every"):
             value = getattr(self, name)
             _check(value >= 0, f"trainer.{name} must be >= 0 (0: only at the end), got {value}")
-        _check(self.keep_last >= 1, f"trainer.keep_last must be >= 1, got {self.keep_last}")
+        _check(
+            self.keep_last is None or self.keep_last >= 1,
+            f"trainer.keep_last must be >= 1 or None (keep all), got {self.keep_last}",
+        )
         _check(self.log_every >= 1, f"trainer.log_every must be >= 1, got {self.log_every}")
         if self.keep_best is not None:
             metric, _, mode = self.keep_best.rpartition(":")

@@ -155,7 +155,9 @@ def run_config(demo: DemoConfig, data: dict[str, str]) -> RunConfig:
 def main(argv: list[str]) -> int:
     """``epochal demo [--flags]``."""
     from epochal.cli import parse_args
-    from epochal.train.run import _stop_on_signals, check_run_dir, clear_run_dir, run
+    from epochal.train._signals import stop_on_signals
+    from epochal.train.run import run
+    from epochal.train.run_dir import check_run_dir, clear_run_dir
     from epochal.train.shapes import CLASSES
 
     demo = parse_args(DemoConfig, argv, prog="epochal demo", description=_DESCRIPTION)
@@ -173,7 +175,7 @@ def main(argv: list[str]) -> int:
         f"under {Path(demo.run_dir) / 'data'}",
         flush=True,
     )
-    with _stop_on_signals(demo.run_dir):
+    with stop_on_signals(demo.run_dir):
         write_data(demo)
     metrics = run(config)
     seconds = time.perf_counter() - started

@@ -1,7 +1,7 @@
 """``epochal train CONFIG``: build a run from a :class:`RunConfig` and train it.
 
-``check_run_dir`` refuses a run directory the config cannot resume, before anything is
-written; ``build`` turns the config into live objects (process group, seeded RNGs,
+``run_dir.check_run_dir`` refuses a run directory the config cannot resume, before
+anything is written; ``build`` turns the config into live objects (process group, seeded RNGs,
 sources, Loaders, model, optimizer, schedule, Trainer); ``run`` trains; ``main`` is the
 command. Multi-process: ``torchrun --nproc_per_node N -m epochal train CONFIG``.
 
@@ -12,16 +12,11 @@ stops at once (the last checkpoint is named).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
-import shutil
 import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,54 +24,21 @@ import numpy as np
 import torch
 
 from epochal._errors import Error, RunInterrupted, UsageError
-from epochal.train.config import RunConfig, parse, to_dict
+from epochal.train._signals import stop_on_signals, stopped_at_once
+from epochal.train.config import RunConfig, parse
 from epochal.train.distributed import DistInfo, barrier, init_distributed, wrap_model
 from epochal.train.logging import setup_logging
 from epochal.train.models import make_model
+from epochal.train.run_dir import check_run_dir, clear_run_dir
 from epochal.train.seeding import seed_everything
 from epochal.train.trainer import Trainer, warmup_schedule
 
-__all__ = [
-    "RESUMABLE_CHANGES",
-    "Job",
-    "augment_image",
-    "build",
-    "check_run_dir",
-    "clear_run_dir",
-    "main",
-    "open_source",
-    "run",
-]
+__all__ = ["Job", "augment_image", "build", "main", "open_source", "run"]
 
 log = logging.getLogger("epochal")
 
 _MAX_SHIFT = 2  # pixels of random shift in augment_image
 _LABEL_CHECK_LIMIT = 10_000_000  # labels of in-memory columns checked whole up to this many
-
-# Settings a resumed run may change: none of them changes what a checkpoint holds or what
-# the next step computes (a new epochs/max_steps trains shorter or longer). Any other
-# difference from the run directory's config.json refuses the resume.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "data.num_workers",
-        "device",
-        "fresh",
-        "run_dir",
-        "trainer.async_save",
-        "trainer.checkpoint_every",
-        "trainer.epochs",
-        "trainer.eval_every",
-        "trainer.keep_best",
-        "trainer.keep_last",
-        "trainer.log_every",
-        "trainer.max_steps",
-        "trainer.progress",
-        "trainer.record_order",
-    }
-)
-# what a run leaves in its run directory (``clear_run_dir`` removes these and nothing else)
-_RUN_FILES = ("checkpoints", "config.json", "hparams.json", "metrics.jsonl", "train.log")
-_RUN_GLOBS = (".writer.lock", "events.out.tfevents.*", "order-rank*.jsonl")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -128,102 +90,6 @@ def augment_image(record: dict[str, Any], rng: np.random.Generator, *, key: str)
     h, w = image.shape[1:]
     y0, x0 = _MAX_SHIFT + dy, _MAX_SHIFT + dx
     return {**record, key: np.ascontiguousarray(padded[:, y0 : y0 + h, x0 : x0 + w])}
-
-
-def check_run_dir(config: RunConfig, *, flag: str = "--fresh") -> int | None:
-    """Refuse a run directory that ``config`` cannot use, before anything is written.
-
-    Args:
-        config: The new run's configuration.
-        flag: The command-line flag that starts over (named in the message).
-
-    Returns:
-        The step of the directory's newest checkpoint (None when there is none, or with
-        ``config.fresh``).
-
-    Raises:
-        UsageError: ``run_dir`` is a file, or it holds checkpoints of a run whose saved
-            config differs from ``config`` in a field outside :data:`RESUMABLE_CHANGES`
-            (the message lists each field, saved and new value).
-    """
-    from epochal.train.checkpoint import Checkpointer
-
-    run_dir = Path(config.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(
-            f"run dir {str(run_dir)!r} is a file; give --run-dir a directory (created if missing)"
-        )
-    if config.fresh:
-        return None
-    checkpointer = Checkpointer(run_dir / "checkpoints")
-    steps = checkpointer.steps()
-    if not steps:
-        return None
-    saved = _saved_config(run_dir, checkpointer)
-    if saved is None:
-        return steps[-1]
-    changed = _differences(saved, to_dict(config))
-    if changed:
-        shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed[:6])
-        more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
-        raise UsageError(
-            f"run dir {str(run_dir)!r} holds a run (step {steps[-1]}) with other settings "
-            f"(saved -> given): {shown}{more}. Resume it with its own settings, give another "
-            f"--run-dir, or add {flag} to delete that run and start over"
-        )
-    return steps[-1]
-
-
-def clear_run_dir(run_dir: str | Path, *, extra: tuple[str, ...] = ()) -> None:
-    """Delete what a run left in ``run_dir`` (checkpoints, logs, events, config.json).
-
-    Other files in the directory stay. ``extra`` names more entries to delete (the demo's
-    ``data``). Call it on one process only.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return
-    doomed = [run_dir / name for name in (*_RUN_FILES, *extra)]
-    doomed += [path for pattern in _RUN_GLOBS for path in run_dir.glob(pattern)]
-    for path in doomed:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
-def _saved_config(run_dir: Path, checkpointer: Any) -> dict[str, Any] | None:
-    """The config of the run in ``run_dir``: its config.json, else its newest checkpoint's."""
-    path = run_dir / "config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        payload = checkpointer.read()
-        saved = None if payload is None else payload.get("config")
-    return saved if isinstance(saved, dict) else None
-
-
-def _differences(saved: dict[str, Any], given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(dotted key, saved value, given value) for every field outside RESUMABLE_CHANGES."""
-    old, new = _flatten(saved), _flatten(given)
-    missing = object()
-    rows = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, missing), new.get(key, missing)
-        if key in RESUMABLE_CHANGES or a == b:
-            continue
-        rows.append((key, "(absent)" if a is missing else a, "(absent)" if b is missing else b))
-    return rows
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _check_labels(source: Any, key: str, num_classes: int) -> None:
@@ -339,7 +205,7 @@ def run(config: RunConfig, *, clear_extra: tuple[str, ...] = ()) -> dict[str, fl
         RunInterrupted: SIGINT or SIGTERM stopped the run (see the module docstring).
     """
     check_run_dir(config)
-    with _stop_on_signals(config.run_dir) as watch:
+    with stop_on_signals(config.run_dir) as watch:
         try:
             job = build(config)
             if config.fresh:
@@ -358,7 +224,7 @@ def run(config: RunConfig, *, clear_extra: tuple[str, ...] = ()) -> dict[str, fl
                 # the whole process group) and the loop died fetching a batch from them
                 name = signal.Signals(job.trainer.stop_signal).name
                 raise RunInterrupted(
-                    _stopped_at_once(name, config.run_dir),
+                    stopped_at_once(name, config.run_dir),
                     exit_code=128 + job.trainer.stop_signal,
                 ) from err
         finally:
@@ -378,53 +244,6 @@ def _say_if_complete(job: Job) -> None:
             steps[-1],
             total,
         )
-
-
-@contextlib.contextmanager
-def _stop_on_signals(run_dir: str | Path) -> Iterator[Any]:
-    """SIGINT/SIGTERM: while a trainer is watched, ask it to stop after its step (it saves
-    and raises RunInterrupted); before that, or on a second signal, stop at once with a
-    RunInterrupted that names the last checkpoint. Yields ``watch(trainer)``."""
-    watched: list[Trainer] = []
-
-    def handle(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if watched and watched[0].stop_signal is None:
-            watched[0].request_stop(signum)
-            os.write(
-                2,
-                f"\nepochal: {name}: stopping after this step and saving a checkpoint "
-                f"(send {name} again to stop at once)\n".encode(),
-            )
-            return
-        raise RunInterrupted(_stopped_at_once(name, run_dir), exit_code=128 + signum)
-
-    def watch(trainer: Trainer) -> None:
-        trainer.watch_stop = True
-        watched.append(trainer)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield watch  # signal handlers can only be installed from the main thread
-        return
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield watch
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _stopped_at_once(name: str, run_dir: str | Path) -> str:
-    from epochal.train.checkpoint import Checkpointer
-
-    checkpoints = Path(run_dir) / "checkpoints"
-    steps = Checkpointer(checkpoints).steps()
-    if not steps:
-        return f"stopped by {name}; no checkpoint yet in {checkpoints}: the same command starts the run again"
-    return (
-        f"stopped by {name}; the last checkpoint is step {steps[-1]} in {checkpoints}: "
-        f"the same command again resumes from step {steps[-1]}"
-    )
 
 
 def main(argv: list[str]) -> int:
