@@ -217,6 +217,8 @@ def run(config: RunConfig, *, clear_extra: tuple[str, ...] = ()) -> dict[str, fl
             watch(job.trainer)
             try:
                 return job.trainer.fit()
+            except RunInterrupted:
+                raise  # the trainer stopped after a step and saved it: its message says so
             except Exception as err:
                 if job.trainer.stop_signal is None:
                     raise
