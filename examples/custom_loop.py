@@ -10,6 +10,8 @@ was never interrupted.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,13 @@ def main(cfg: Config) -> float:
 
     meta = ckpt.restore(model=model, optimizer=optimizer, loader=loader)
     step = 0 if meta is None else meta["step"]
+    if meta is not None:
+        print(f"resumed from step {step} (epoch {loader.epoch + 1})", file=sys.stderr)
     loss = torch.tensor(float("nan"))
+    total = cfg.epochs * loader.batches_per_epoch  # steps of the whole run
+    started, first = time.perf_counter(), step
     while loader.epoch < cfg.epochs:
+        epoch = loader.epoch
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(batch["x"]), batch["y"])
@@ -78,6 +85,14 @@ def main(cfg: Config) -> float:
                     loader=loader,
                     metrics={"loss": loss.item()},
                 )
+        # one progress line per epoch, with the time left at this run's own pace
+        per_step = (time.perf_counter() - started) / max(step - first, 1)
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs}: step {step} of {total}, loss {loss.item():.4f}, "
+            f"about {per_step * (total - step):.0f}s left",
+            file=sys.stderr,
+            flush=True,
+        )
     ckpt.save(step, model=model, optimizer=optimizer, loader=loader, metrics={"loss": loss.item()})
     print(f"finished {cfg.epochs} epochs at step {step}: loss {loss.item():.4f}")
     return loss.item()

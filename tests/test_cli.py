@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from epochal.cli import COMMANDS, main
+from epochal.cli import COMMANDS, EXAMPLES, main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,10 +24,19 @@ def test_help_lists_every_command(capsys):
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_every_command_has_help(name):
+def test_every_command_has_help_with_examples_and_no_internal_wording(name):
     result = _run(name, "--help")
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout.lower()
+    examples = result.stdout.split("examples:\n", 1)[1].splitlines()
+    assert 1 <= len(examples) <= 2 and all(f"epochal {name}" in line for line in examples)
+    assert examples == [f"  {line}" for line in EXAMPLES[name]]
+    for internal in ("issue #", "Options of", "{None}", "PROBLEMS.md"):
+        assert internal not in result.stdout, internal
+
+
+def test_train_usage_line_shows_its_config_argument():
+    assert _run("train", "--help").stdout.startswith("usage: epochal train [CONFIG]")
 
 
 def test_unknown_command_is_one_line(capsys):
@@ -38,9 +47,9 @@ def test_unknown_command_is_one_line(capsys):
 
 def test_user_error_is_one_line_without_traceback():
     result = _run("bench", "--records", "10", "--batch-size", "256")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("epochal bench: error: need records >= batch_size")
+    assert result.stderr.strip().startswith("epochal bench: error: need batch_size >= 1, records")
 
 
 def test_bench_runs_small():
@@ -57,3 +66,6 @@ def test_bench_runs_small():
     )
     assert result.returncode == 0, result.stderr
     assert "order cost" in result.stdout and "resume latency" in result.stdout
+    # a line per measurement while it runs (the table comes only at the end)
+    steps = [line for line in result.stderr.splitlines() if line.startswith("epochal bench: [")]
+    assert len(steps) == 8 and steps[-1].startswith("epochal bench: [8/8] order memory")

@@ -1,4 +1,4 @@
-"""``epochal bench``: the core benchmark (issue #2), printed as a table of ratios.
+"""``epochal bench``: the core benchmark, printed as a table of ratios.
 
 Every figure is a ratio to a baseline measured in the same run on the same data, so the
 numbers mean something on a noisy shared machine. ``benchmarks/bench_core.py`` runs it
@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import gc
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
@@ -25,7 +26,7 @@ __all__ = ["BenchConfig", "benchmark_data", "main", "run"]
 
 @dataclasses.dataclass(kw_only=True)
 class BenchConfig:
-    """Options of ``epochal bench``."""
+    """Settings of ``epochal bench``."""
 
     records: int = 200_000
     """Records in the benchmark dataset (each 3,072 uint8 bytes + an int64 label)."""
@@ -36,10 +37,46 @@ class BenchConfig:
     naive_samples: int = 20_000
     """Samples timed for the slow per-sample PyTorch baseline (samples/s is per sample)."""
     transform_batches: int = 64
-    """Batches timed with the CPU-bound transform (enough that the pipeline's start and
-    drain at each epoch boundary are a small part)."""
-    workdir: Path | None = None
+    """Batches timed with the CPU-bound transform (enough that the pipeline's start and drain at each epoch boundary are a small part)."""
+    workdir: Annotated[Path | None, tyro.conf.arg(metavar="DIR|None")] = None
     """Where to write the memmap (default: a temporary directory, removed afterwards)."""
+    progress: bool = True
+    """Print a line on stderr as each measurement starts."""
+
+    def __post_init__(self) -> None:
+        from epochal._errors import UsageError
+
+        if self.batch_size < 1 or self.records < self.batch_size or self.repeats < 1:
+            raise UsageError(
+                f"need batch_size >= 1, records >= batch_size and repeats >= 1, got "
+                f"records={self.records}, batch_size={self.batch_size}, repeats={self.repeats}"
+            )
+        if self.naive_samples < 1 or self.transform_batches < 1:
+            raise UsageError(
+                f"need naive_samples >= 1 and transform_batches >= 1, got "
+                f"{self.naive_samples} and {self.transform_batches}"
+            )
+
+
+class _Steps:
+    """``epochal bench: [k/N] what (elapsed)`` on stderr as each measurement starts."""
+
+    TOTAL = 8
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.index = 0
+        self.started = time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        self.index += 1
+        if self.enabled:
+            elapsed = time.perf_counter() - self.started
+            print(
+                f"epochal bench: [{self.index}/{self.TOTAL}] {what} ({elapsed:.0f}s so far)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _median_rate(fn: Callable[[], int], repeats: int) -> tuple[float, float, float]:
@@ -193,7 +230,9 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
     from epochal.order import ShuffledOrder
 
     rows: list[tuple[str, str, str]] = []
+    step = _Steps(cfg.progress)
     with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
+        step(f"writing {cfg.records:,} records to a memmap")
         images, labels = benchmark_data(Path(tmp), cfg.records)
         source = epochal.from_arrays(image=images, label=labels)
         order = ShuffledOrder(cfg.records, seed=0, epoch=0)
@@ -213,6 +252,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
 
         # every configuration runs once per round, interleaved, and each ratio is the
         # median of the per-round ratios: drift of a shared machine mostly cancels
+        step(f"shuffled epochs: numpy gathers and the Loader, {cfg.repeats} interleaved rounds")
         loaders = {w: epochal.Loader(source, cfg.batch_size, num_workers=w) for w in (0, 2)}
         rates = _interleaved(
             {
@@ -246,6 +286,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
                 "",
             )
         )
+        step(f"naive per-sample torch DataLoader, {cfg.naive_samples:,} samples x 2")
         naive_ds = _PerSampleDataset(images, labels)
         for workers in (0, 2):
             sampler = torch.utils.data.RandomSampler(naive_ds, num_samples=cfg.naive_samples)
@@ -261,6 +302,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
                     ">= 8x",
                 )
             )
+        step(f"CPU-bound transform, {cfg.transform_batches} batches at 0 and 2 workers")
         subset = epochal.from_arrays(
             image=images[: cfg.transform_batches * cfg.batch_size],
             label=labels[: cfg.transform_batches * cfg.batch_size],
@@ -275,6 +317,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
             {w: _loader_epoch(loader) for w, loader in transform_loaders.items()}, cfg.repeats
         )
         del transform_loaders
+        step("the machine's own 2-process scaling on the same work")
         ceiling = _two_process_ceiling(subset.columns["image"], cfg.repeats)
         median0 = statistics.median(transform_rates[0])
         rows.append(
@@ -303,6 +346,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
             )
         )
 
+    step("resume latency at n = 10^9")
     n = 10**9
     latencies = {}
     for position in (0, n // 2, n - 1):
@@ -323,6 +367,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
         )
     )
 
+    step("order cost over 10^7 positions")
     big = ShuffledOrder(n, seed=0, epoch=0)
     positions = np.arange(10**7, dtype=np.int64)
     times = []
@@ -337,6 +382,7 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
             "<= 50 ns",
         )
     )
+    step("order memory at n = 10^9")
     tracemalloc.start()
     order = ShuffledOrder(n, seed=1, epoch=1)
     order.index(np.arange(n - cfg.batch_size, n, dtype=np.int64))
@@ -354,16 +400,19 @@ def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``epochal bench``."""
-    cfg = tyro.cli(
-        BenchConfig, args=argv, prog="epochal bench", description=__doc__.splitlines()[0]
-    )
-    if cfg.records < cfg.batch_size or cfg.repeats < 1:
-        from epochal._errors import Error
+    from epochal.cli import parse_args
 
-        raise Error(
-            f"need records >= batch_size and repeats >= 1, got records={cfg.records}, "
-            f"batch_size={cfg.batch_size}, repeats={cfg.repeats}"
-        )
+    cfg = parse_args(
+        BenchConfig,
+        argv,
+        prog="epochal bench",
+        description=(
+            "Measure the loader on this machine: shuffled-epoch throughput against a bare numpy "
+            "memmap gather and a naive per-sample DataLoader, worker scaling on a CPU-bound "
+            "transform, resume latency and the order's cost. Every figure is a ratio to a "
+            "baseline measured in the same run, so it holds on a busy machine too."
+        ),
+    )
     rows = run(cfg)
     _print_table(
         f"epochal core benchmark: {cfg.records:,} records x 3,072 B, batch {cfg.batch_size}, "

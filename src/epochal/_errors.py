@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Error", "StateError"]
+__all__ = ["Error", "RunInterrupted", "StateError", "UsageError"]
 
 
 class Error(Exception):
@@ -14,3 +14,24 @@ class Error(Exception):
 
 class StateError(Error, ValueError):
     """A saved state does not fit the object it is loaded into (other dataset, version, ...)."""
+
+
+class UsageError(Error):
+    """A command-line argument or configuration value is invalid.
+
+    Raised before any work starts, so nothing is created or changed; the command line
+    prints it as one line and exits with status 2. (Not a ValueError on purpose: tyro
+    would wrap one raised by a config's validation in its own error box.)
+    """
+
+
+class RunInterrupted(Exception):
+    """A run stopped on SIGINT or SIGTERM; the message says where a rerun resumes.
+
+    Not an :class:`Error`: nothing was wrong. The command line prints the message and
+    exits with ``exit_code`` (128 + the signal number, as a shell reports a signal).
+    """
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

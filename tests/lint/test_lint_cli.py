@@ -51,11 +51,37 @@ def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys) -> None:
     assert err.startswith("epochal lint: error: ") and "\n" not in err
 
 
-def test_tyro_argument_errors_exit_2(project: Path) -> None:
+def test_tyro_argument_errors_exit_2_with_one_line(project: Path, capsys) -> None:
+    from epochal.cli import main as epochal_main
+
     for argv in (["--format", "xml", str(project)], ["--bogus", str(project)]):
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 2
+        assert epochal_main(["lint", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("epochal lint: error: ") and err.count("\n") == 1, err
+
+
+def test_select_and_ignore_take_one_value_so_paths_after_them_are_paths(
+    project: Path, capsys
+) -> None:
+    """The README's line `epochal lint --format json --select EPL001 .` lints `.`."""
+    assert main(["--format", "json", "--select", "EPL005", str(project)]) == 1
+    assert [f["rule"] for f in json.loads(capsys.readouterr().out)["findings"]] == ["EPL005"]
+    assert main(["--select", "EPL001,EPL003", str(project)]) == 0
+    assert main(["--select", "EPL001", "--select", "EPL005", str(project)]) == 1
+    assert main(["--ignore", "EPL005", str(project)]) == 0
+    capsys.readouterr()
+    assert main(["--select", "EPL999", str(project)]) == 2  # not hidden by a swallowed path
+    assert "unknown rule id 'EPL999'" in capsys.readouterr().err
+
+
+def test_a_file_that_cannot_be_linted_fails_the_run(tmp_path: Path, capsys) -> None:
+    """A CI gate must not pass a file it never checked."""
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    (tmp_path / "clean.py").write_text(CLEAN)
+    assert main([str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "No problems found in 1 file, but 1 file could not be linted" in captured.out
+    assert f"could not lint {tmp_path / 'broken.py'}" in captured.err
 
 
 def test_json_schema(project: Path, capsys) -> None:
@@ -77,7 +103,7 @@ def test_json_schema(project: Path, capsys) -> None:
         "EPL005", "P11", 4, 5,
     )  # fmt: skip
     assert finding["path"] == str(project / "train.py")
-    assert "warning: skipped" in captured.err and "broken.py" in captured.err
+    assert "could not lint" in captured.err and "broken.py" in captured.err
 
 
 def test_unparsable_and_undecodable_files_are_skipped_not_fatal(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from epochal import Error
+from epochal._errors import UsageError
 from epochal.train.config import (
     DataConfig,
     OptimConfig,
@@ -80,16 +81,78 @@ def test_saved_config_json_reads_back_as_a_config_file(tmp_path: Path) -> None:
 def test_bad_configs_say_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"optim": {"learning_rate": 1}}')
     with pytest.raises(
-        Error, match=r"unknown OptimConfig key\(s\) \['learning_rate'\]; valid keys"
+        Error, match=r"unknown config key\(s\) \['optim.learning_rate'\]; valid keys here"
     ):
         parse(RunConfig, [str(tmp_path / "bad.json")], prog="t")
     with pytest.raises(Error, match="does not exist"):
         load_file(tmp_path / "missing.yaml")
     (tmp_path / "x.ini").write_text("")
-    with pytest.raises(Error, match=r"use \.json, \.toml, \.yaml"):
+    with pytest.raises(Error, match=r"must end in \.json, \.toml, \.yaml or \.yml"):
         load_file(tmp_path / "x.ini")
     with pytest.raises(Error, match="keep_best must look like"):
         TrainerConfig(keep_best="val_loss")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["{file}", "--optim.lr", "0.02"],
+        ["--optim.lr", "0.02", "{file}"],
+        ["--trainer.no-progress", "{file}", "--optim.lr", "0.02"],
+        ["--config", "{file}", "--optim.lr=0.02"],
+    ],
+    ids=["first", "last", "middle", "--config"],
+)
+def test_the_config_file_may_come_anywhere(tmp_path: Path, argv: list[str]) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 3\ntrainer:\n  max_steps: 20\n")
+    config = parse(RunConfig, [a.replace("{file}", str(path)) for a in argv], prog="t")
+    assert (config.seed, config.trainer.max_steps, config.optim.lr) == (3, 20, 0.02)
+
+
+def test_a_flag_value_that_looks_like_a_file_is_a_value(tmp_path: Path) -> None:
+    config = parse(RunConfig, ["--run-dir", "runs/a.yaml", "--data.train", "x.npz"], prog="t")
+    assert (config.run_dir, config.data.train) == ("runs/a.yaml", "x.npz")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("run.toml", '[data]\nval = "None"\n'),
+        ("run.yaml", "data:\n  val: null\n"),
+        ("run.json", '{"data": {"val": null}}'),
+    ],
+)
+def test_every_file_format_can_say_no_validation_set(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    assert parse(RunConfig, [str(tmp_path / name)], prog="t").data.val is None
+    assert parse(RunConfig, ["--data.val", "None"], prog="t").data.val is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("run_dir = 5\n", "config key 'run_dir' must be a string (quote it), got 5 (int)"),
+        ("seed = 1.5\n", "config key 'seed' must be a whole number, got 1.5"),
+        ('[trainer]\namp = "yes"\n', "config key 'trainer.amp' must be true or false"),
+        ('[optim]\nname = "adam"\n', "config key 'optim.name' must be 'adamw' or 'sgd'"),
+        ('[trainer]\nmax_steps = "x"\n', 'trainer.max_steps\' must be a whole number or "None"'),
+        ("data = 3\n", "config key 'data' must be a table of settings, got 3"),
+        ("[trainer]\nmax_steps = -1\n", "trainer.max_steps must be >= 1 or None, got -1"),
+    ],
+)
+def test_wrong_types_in_a_config_file_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "run.toml").write_text(text)
+    with pytest.raises(UsageError) as info:
+        parse(RunConfig, [str(tmp_path / "run.toml")], prog="t")
+    assert message in str(info.value)
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("seed: 1\noptim: [lr: 2\n")
+    with pytest.raises(UsageError) as info:
+        load_file(tmp_path / "bad.yaml")
+    assert "\n" not in str(info.value) and "line 3, column 1" in str(info.value)
 
 
 def test_help_shows_field_docstrings(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""``epochal lint``: find the classic training-code bugs of PROBLEMS.md in Python files.
+"""``epochal lint``: find the classic training-code bugs of docs/problems.md in Python files.
 
 Each rule (``epochal.lint.rules.eplNNN_*``) has a stable id, names the problem it is
 about, and explains why the code is wrong and how epochal, or a one-line fix, removes

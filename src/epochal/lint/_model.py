@@ -47,7 +47,7 @@ class Rule:
 
     Attributes:
         id: stable identifier, ``EPL`` and three digits; never reused for another check.
-        problem: the item of PROBLEMS.md the rule is about (``P6``, ``P9``, ...).
+        problem: the item of docs/problems.md the rule is about (``P6``, ``P9``, ...).
         title: one-line name of the bug.
         explanation: one paragraph: why it is a bug, and how epochal or a one-line fix
             removes it. Printed under every finding in text output.
@@ -69,7 +69,7 @@ class Finding:
 
     Attributes:
         rule: rule id, e.g. ``"EPL001"``.
-        problem: the PROBLEMS.md item, e.g. ``"P6"``.
+        problem: the docs/problems.md item, e.g. ``"P6"``.
         path: the file, as given on the command line or found under a given directory.
         line: 1-based line.
         col: 1-based column.

@@ -43,6 +43,12 @@ def _summary(report: LintReport) -> str:
     if report.suppressed:
         extra.append(f"{report.suppressed} suppressed by noqa")
     tail = f" ({', '.join(extra)})" if extra else ""
+    if not report.findings and report.skipped:
+        n = len(report.skipped)
+        return (
+            f"No problems found in {files}, but {n} file{'s' if n != 1 else ''} could not be "
+            f"linted (named above)."
+        )
     if not report.findings:
         return f"No problems found in {files}{tail}."
     counts = Counter(f.rule for f in report.findings)

@@ -137,7 +137,8 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
     seconds = time.perf_counter() - start
     print(
         f"built {cfg.dest}: {manifest.num_records} records, {manifest.num_bytes / 2**20:.1f} MiB in "
-        f"{len(manifest.shards)} shards, {manifest.num_records / max(seconds, 1e-9):,.0f} records/s"
+        f"{len(manifest.shards)} shard{'s' if len(manifest.shards) != 1 else ''}, "
+        f"{manifest.num_records / max(seconds, 1e-9):,.0f} records/s"
     )
     return 0
 

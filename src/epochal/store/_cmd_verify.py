@@ -40,7 +40,8 @@ def main(argv: list[str]) -> int:
         manifest = verify(cfg.url, on_bytes=bar.update)
     seconds = time.perf_counter() - start
     print(
-        f"ok: {cfg.url}: {len(manifest.shards)} shards, {manifest.num_records} records, "
+        f"ok: {cfg.url}: {len(manifest.shards)} shard{'s' if len(manifest.shards) != 1 else ''}, "
+        f"{manifest.num_records} record{'s' if manifest.num_records != 1 else ''}, "
         f"{manifest.num_bytes / 2**20:.1f} MiB verified in {seconds:.1f}s"
     )
     if cfg.cache:

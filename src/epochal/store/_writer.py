@@ -140,6 +140,12 @@ def write(
         json.dumps(meta)
     except TypeError as err:
         raise StoreError(f"metadata must be JSON-serialisable: {err}") from err
+    local = os.fspath(dest)
+    if "://" not in local and os.path.exists(local) and not os.path.isdir(local):
+        raise StoreError(
+            f"{local!r} is a file; a store is a directory: give a path that does not exist yet "
+            f"or an existing store's directory"
+        )
     if is_hf_dataset(records):
         records = hf_records(records)
     loc = locate(dest, **dict(storage_options or {}))

@@ -1,8 +1,13 @@
 """``epochal train CONFIG``: build a run from a :class:`RunConfig` and train it.
 
-``build`` turns the config into live objects (process group, seeded RNGs, sources,
-Loaders, model, optimizer, schedule, Trainer); ``run`` trains; ``main`` is the command.
-Multi-process: ``torchrun --nproc_per_node N -m epochal train CONFIG``.
+``run_dir.check_run_dir`` refuses a run directory the config cannot resume, before
+anything is written; ``build`` turns the config into live objects (process group, seeded RNGs,
+sources, Loaders, model, optimizer, schedule, Trainer); ``run`` trains; ``main`` is the
+command. Multi-process: ``torchrun --nproc_per_node N -m epochal train CONFIG``.
+
+SIGINT (Ctrl+C) and SIGTERM during training stop the run after the optimizer step in
+progress, save a checkpoint of that step and say where a rerun resumes; a second signal
+stops at once (the last checkpoint is named).
 """
 
 from __future__ import annotations
@@ -11,17 +16,20 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from epochal._errors import Error
+from epochal._errors import Error, RunInterrupted, UsageError
+from epochal.train._signals import stop_on_signals, stopped_at_once
 from epochal.train.config import RunConfig, parse
-from epochal.train.distributed import DistInfo, init_distributed, wrap_model
+from epochal.train.distributed import DistInfo, barrier, init_distributed, wrap_model
 from epochal.train.logging import setup_logging
 from epochal.train.models import make_model
+from epochal.train.run_dir import check_run_dir, clear_run_dir
 from epochal.train.seeding import seed_everything
 from epochal.train.trainer import Trainer, warmup_schedule
 
@@ -30,6 +38,7 @@ __all__ = ["Job", "augment_image", "build", "main", "open_source", "run"]
 log = logging.getLogger("epochal")
 
 _MAX_SHIFT = 2  # pixels of random shift in augment_image
+_LABEL_CHECK_LIMIT = 10_000_000  # labels of in-memory columns checked whole up to this many
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -119,6 +128,31 @@ def _transforms(
     return (steps[0] if len(steps) == 1 else functools.partial(_chain, steps=tuple(steps))), shaped
 
 
+def _check_labels(source: Any, key: str, num_classes: int) -> None:
+    """Refuse labels outside ``[0, num_classes)`` before training (a CUDA device assert or
+    an IndexError deep in cross_entropy otherwise). In-memory columns are checked whole;
+    other sources by their first records."""
+    columns = getattr(source, "columns", None)
+    if isinstance(columns, dict) and key in columns and len(source) <= _LABEL_CHECK_LIMIT:
+        labels = np.asarray(columns[key])
+    else:
+        first = np.arange(min(len(source), 1024))
+        get_columns = getattr(source, "get_columns", None)
+        batch = get_columns(first) if get_columns is not None else None
+        if batch is not None and key in batch:
+            labels = np.asarray(batch[key])
+        else:
+            labels = np.asarray([source[int(i)][key] for i in first[:64]])
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise UsageError(
+            f"column {key!r} has labels {low}..{high} but model.num_classes is {num_classes}; "
+            f"set --model.num-classes {max(high + 1, 1)} (labels must be 0 .. num_classes - 1)"
+        )
+
+
 def build(config: RunConfig) -> Job:
     """Create every object of the run described by ``config`` (seeded, on its device)."""
     import epochal
@@ -130,7 +164,12 @@ def build(config: RunConfig) -> Job:
     sample = train_source[0]
     for key in (data.input_key, data.target_key):
         if key not in sample:
-            raise Error(f"the training records have no column {key!r}; they have {sorted(sample)}")
+            raise UsageError(
+                f"the training records have no column {key!r}; they have {sorted(sample)} "
+                f"(set --data.input-key / --data.target-key)"
+            )
+    if not np.issubdtype(np.asarray(sample[data.target_key]).dtype, np.floating):
+        _check_labels(train_source, data.target_key, config.model.num_classes)
     transform, sample = _transforms(config, sample, train=True)
     pin = info.device.type == "cuda"
     train_loader = epochal.Loader(
@@ -193,15 +232,58 @@ def build(config: RunConfig) -> Job:
     )
 
 
-def run(config: RunConfig) -> dict[str, float]:
-    """Build and train the run (resuming from ``config.run_dir``); returns the final metrics."""
-    setup_logging(config.run_dir)
-    job = build(config)
-    try:
-        return job.trainer.fit()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+def run(config: RunConfig, *, clear_extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """Build and train the run (resuming from ``config.run_dir``); returns the final metrics.
+
+    Nothing is written before the run directory, the config and the data have been
+    checked (:func:`check_run_dir`, the label range). With ``config.fresh``, what an earlier
+    run left there (and the entries ``clear_extra`` names) is deleted first.
+
+    Raises:
+        RunInterrupted: SIGINT or SIGTERM stopped the run (see the module docstring).
+    """
+    check_run_dir(config)
+    with stop_on_signals(config.run_dir) as watch:
+        try:
+            job = build(config)
+            if config.fresh:
+                if job.dist.rank == 0:
+                    clear_run_dir(config.run_dir, extra=clear_extra)
+                barrier()
+            setup_logging(config.run_dir)  # after the process group: ranks > 0 log warnings only
+            _say_if_complete(job)
+            watch(job.trainer)
+            try:
+                return job.trainer.fit()
+            except RunInterrupted:
+                raise  # the trainer stopped after a step and saved it: its message says so
+            except Exception as err:
+                if job.trainer.stop_signal is None:
+                    raise
+                # the signal also reached the loader's workers (Ctrl+C in a terminal goes to
+                # the whole process group) and the loop died fetching a batch from them
+                name = signal.Signals(job.trainer.stop_signal).name
+                raise RunInterrupted(
+                    stopped_at_once(name, config.run_dir),
+                    exit_code=128 + job.trainer.stop_signal,
+                ) from err
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+
+def _say_if_complete(job: Job) -> None:
+    steps = job.trainer.checkpointer.steps()
+    total = job.trainer.total_steps()
+    if steps and steps[-1] >= total:
+        log.info(
+            "the run in %s is already complete (step %d of %d): evaluating its last checkpoint. "
+            "To train it again from the start add --fresh; to train longer raise "
+            "--trainer.epochs or --trainer.max-steps",
+            job.config.run_dir,
+            steps[-1],
+            total,
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -209,20 +291,31 @@ def main(argv: list[str]) -> int:
     config = parse(
         RunConfig,
         argv,
-        prog="epochal train",
+        prog="epochal train [CONFIG]",
         description=(
-            "Train with epochal's Trainer. CONFIG (optional first argument, .json/.toml/.yaml) "
-            "gives the settings; flags override it. The run resumes from --run-dir if it has "
-            "checkpoints. Multi-process: torchrun --nproc_per_node N -m epochal train CONFIG."
+            "Train a classifier with epochal's Trainer. CONFIG (a .json, .toml or .yaml file, "
+            "anywhere on the line) gives the settings; flags override it. A run resumes from "
+            "its --run-dir when that holds checkpoints of the same settings; --fresh starts "
+            "over. Ctrl+C or SIGTERM saves a checkpoint and says where a rerun resumes. "
+            "Multi-process: torchrun --nproc_per_node N -m epochal train CONFIG."
         ),
     )
-    metrics = run(config)
+    try:
+        metrics = run(config)
+    except RunInterrupted as stop:
+        if _rank() != 0:  # rank 0 says it once
+            return stop.exit_code
+        raise
     _print_summary(config, metrics)
     return 0
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # the process group is gone by now: torchrun's env
+
+
 def _print_summary(config: RunConfig, metrics: dict[str, float]) -> None:
-    if os.environ.get("RANK", "0") != "0":  # the process group is gone by now: ask torchrun's env
+    if _rank() != 0:
         return
     parts = [f"{k}={v:.4f}" for k, v in metrics.items() if k != "step"]
     print(f"trained to step {int(metrics['step'])}: {', '.join(parts)}; run dir: {config.run_dir}")

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from epochal._errors import RunInterrupted
 from epochal.train._faults import pause_point
 from epochal.train.checkpoint import Checkpointer
 from epochal.train.config import TrainerConfig, save_config
@@ -133,6 +135,10 @@ class Trainer:
         self.run_config = run_config if run_config is not None else self.config
         self.device = next(model.parameters()).device
         self.step = 0
+        self.stop_signal: int | None = None  # set by request_stop()
+        # multi-process: agree on stopping every step (one tiny all-reduce), so that all
+        # ranks stop after the same step; the CLI turns it on with its signal handlers
+        self.watch_stop = False
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
@@ -163,6 +169,15 @@ class Trainer:
         if self.scaler.is_enabled():
             parts["scaler"] = self.scaler
         return parts
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask :meth:`fit` to stop after the optimizer step in progress (signal-handler safe).
+
+        ``fit`` then saves a checkpoint of that step and raises
+        :class:`~epochal._errors.RunInterrupted` saying where a rerun resumes. With several
+        ranks, set ``watch_stop = True`` on every rank so they stop after the same step.
+        """
+        self.stop_signal = int(signum)
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole run (max_steps, or epochs of the training loader)."""
@@ -300,6 +315,13 @@ class Trainer:
                     saved_step = self.step
                 if self.step >= total:
                     break
+                if self._stop_requested():
+                    bar.close()
+                    if saved_step != self.step:
+                        self.checkpointer.save(self.step, **self.components())
+                    self.checkpointer.wait()
+                    barrier()
+                    raise self._interrupted(total)
         bar.close()
         last.update(self.evaluate())
         if last:
@@ -311,6 +333,10 @@ class Trainer:
             self.checkpointer.save(self.step, metrics=_val(last), **self.components())
         self.checkpointer.wait()  # durable before any rank returns
         barrier()
+        if world > 1 and "train_loss" in last:  # the mean over all ranks, not rank 0's own
+            loss = torch.tensor([last["train_loss"]], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(loss)
+            last["train_loss"] = float(loss) / world
         summary = {"step": float(self.step), **last}
         log.info(
             "finished at step %d: %s",
@@ -318,6 +344,25 @@ class Trainer:
             ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if k != "step"),
         )
         return summary
+
+    def _stop_requested(self) -> bool:
+        stop = self.stop_signal or 0
+        if self.watch_stop and get_world_size() > 1:
+            flag = torch.tensor([stop], dtype=torch.int64, device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = int(flag)
+        if stop:
+            self.stop_signal = stop
+        return bool(stop)
+
+    def _interrupted(self, total: int) -> RunInterrupted:
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "request"
+        return RunInterrupted(
+            f"stopped by {name} at step {self.step} of {total}; checkpoint of step {self.step} "
+            f"saved in {self.checkpointer.directory}; the same command again resumes from "
+            f"step {self.step}",
+            exit_code=128 + (self.stop_signal or signal.SIGINT),
+        )
 
     def _backward(self, batch: dict[str, Any], group_size: int, *, sync: bool) -> torch.Tensor:
         inputs = batch[self.input_key].to(self.device, non_blocking=True)

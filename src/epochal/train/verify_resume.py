@@ -7,6 +7,8 @@ Some kills land after an optimizer step and some in the middle of a checkpoint w
 (after the temporary file is written, before it replaces anything). The final
 checkpoints of both runs are then compared bit for bit (model weights, optimizer state,
 LR scheduler, loader position, RNG states) together with the data order of every step.
+Every argument is checked before the first run starts, and each phase prints a line
+(with an estimate of the time left once two phases have been timed).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import tyro
 
-from epochal._errors import Error
+from epochal._errors import Error, UsageError
 from epochal.train.checkpoint import Checkpointer
 from epochal.train.config import (
     DataConfig,
@@ -42,23 +44,45 @@ __all__ = ["VerifyConfig", "compare_payloads", "default_job", "main", "verify"]
 
 _PAUSE_ENV = "EPOCHAL_PAUSE_AT"
 
+_DESCRIPTION = (
+    "Prove that a killed-and-resumed run ends bitwise identical: the job runs once "
+    "uninterrupted and once SIGKILLed at random steps (some in the middle of a checkpoint "
+    "write) and resumed after each kill; then the final weights, optimizer, scheduler, "
+    "loader position, RNG states and data order of both runs are compared."
+)
+
 
 @dataclasses.dataclass(kw_only=True)
 class VerifyConfig:
-    """Options of `epochal verify-resume`."""
+    """Settings of `epochal verify-resume`."""
 
-    job: tyro.conf.Positional[str | None] = None
+    job: Annotated[
+        str | None, tyro.conf.Positional, tyro.conf.arg(metavar="[JOB]", help_behavior_hint="")
+    ] = None
     """Run config file of the job to verify (.json/.toml/.yaml); default: a small built-in job."""
     workdir: str = "runs/verify-resume"
     """Directory for the two runs (its 'reference' and 'killed' subdirectories are replaced)."""
     kills: int = 3
     """How many times to SIGKILL the second run."""
-    write_kills: int | None = None
+    write_kills: Annotated[int | None, tyro.conf.arg(metavar="INT|None")] = None
     """How many of the kills land during a checkpoint write (default: half, rounded up)."""
     seed: int = 0
     """Seed for choosing the steps to kill at."""
     timeout: float = 600.0
-    """Seconds each subprocess may run before the verification gives up."""
+    """Seconds each training subprocess may run before the verification gives up."""
+
+    def __post_init__(self) -> None:
+        if self.kills < 1:
+            raise UsageError(f"--kills must be >= 1, got {self.kills}")
+        if self.write_kills is not None and not 0 <= self.write_kills <= self.kills:
+            raise UsageError(
+                f"--write-kills must be between 0 and --kills ({self.kills}), got {self.write_kills}"
+            )
+        if not self.timeout > 0:
+            raise UsageError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        workdir = Path(self.workdir)
+        if workdir.exists() and not workdir.is_dir():
+            raise UsageError(f"--workdir {self.workdir!r} is a file; give a directory")
 
 
 def default_job() -> RunConfig:
@@ -96,11 +120,19 @@ def compare_payloads(reference: dict[str, Any], resumed: dict[str, Any]) -> list
     return rows
 
 
-def verify(config: VerifyConfig) -> int:
-    """Run the check; prints a table and returns 0 when everything is identical, else 1."""
+def load_job(config: VerifyConfig) -> RunConfig:
+    """The job to verify (its file, or :func:`default_job`), checked; nothing is run."""
     job = from_dict(RunConfig, load_file(config.job)) if config.job else default_job()
     job.trainer.record_order = True
     job.trainer.progress = False
+    if job.trainer.max_steps is not None:
+        _kill_plan(config, job, job.trainer.max_steps)  # refuse an impossible plan up front
+    return job
+
+
+def verify(config: VerifyConfig, job: RunConfig | None = None) -> int:
+    """Run the check; prints a table and returns 0 when everything is identical, else 1."""
+    job = load_job(config) if job is None else job
     workdir = Path(config.workdir)
     runs = {name: workdir / name for name in ("reference", "killed")}
     jobs = {}
@@ -111,16 +143,29 @@ def verify(config: VerifyConfig) -> int:
         save_config(dataclasses.replace(job, run_dir=str(run_dir)), jobs[name])
 
     started = time.perf_counter()
-    _run_to_end(jobs["reference"], config.timeout)
+    clock = _Phases(config.kills + 2)
+    clock.start("reference run, uninterrupted")
+    _run_to_end(jobs["reference"], config.timeout, "reference")
     total = Checkpointer(runs["reference"] / "checkpoints").steps()[-1]
+    clock.done(total)
     plan = _kill_plan(config, job, total)
     print(f"verify-resume: reference run finished at step {total}; killing the second run at:")
     for kind, step in plan:
         where = "during its checkpoint write" if kind == "write" else "after its optimizer step"
-        print(f"  step {step:>5}  {where}")
-    for kind, step in plan:
+        print(f"  step {step:>5}  {where}", flush=True)
+    stops = [step for _, step in plan]
+    segments = [b - a for a, b in zip([0, *stops], [*stops, total])]  # steps of each run
+    previous = 0
+    for i, (kind, step) in enumerate(plan):
+        where = "in its checkpoint write" if kind == "write" else "after its optimizer step"
+        clock.start(f"killed run: from step {previous}, SIGKILL at step {step} {where}")
+        clock.estimate(segments[i + 1 :])
         _run_until_pause(jobs["killed"], runs["killed"] / ".paused", kind, step, config.timeout)
-    _run_to_end(jobs["killed"], config.timeout)
+        clock.done(segments[i])
+        previous = step
+    clock.start(f"killed run: resume from step {previous} and run to the end")
+    _run_to_end(jobs["killed"], config.timeout, "resumed")
+    clock.done(total - previous)
 
     payloads = [Checkpointer(runs[name] / "checkpoints").read() for name in ("reference", "killed")]
     if payloads[0] is None or payloads[1] is None:
@@ -133,18 +178,62 @@ def verify(config: VerifyConfig) -> int:
         print(f"{what:<{width}}  {result}")
     failed = [what for what, result in rows if result != "identical"]
     seconds = time.perf_counter() - started
+    kills = f"{len(plan)} SIGKILL{'s' if len(plan) != 1 else ''}"
     if failed:
-        print(
-            f"\nverify-resume: FAILED after {len(plan)} kills: {', '.join(failed)} differ ({seconds:.0f}s)"
-        )
+        print(f"\nverify-resume: FAILED after {kills}: {', '.join(failed)} differ ({seconds:.0f}s)")
         return 1
-    print(f"\nverify-resume: bitwise identical after {len(plan)} SIGKILLs ({seconds:.0f}s)")
+    print(f"\nverify-resume: bitwise identical after {kills} ({seconds:.0f}s)")
     return 0
 
 
 def main(argv: list[str]) -> int:
     """``epochal verify-resume [JOB] [--flags]``."""
-    return verify(tyro.cli(VerifyConfig, args=argv, prog="epochal verify-resume"))
+    from epochal.cli import parse_args
+
+    config = parse_args(VerifyConfig, argv, prog="epochal verify-resume", description=_DESCRIPTION)
+    return verify(config, load_job(config))
+
+
+class _Phases:
+    """One line per phase: what runs, then how long it took and about how long is left.
+
+    The estimate models a phase as a fixed start-up cost plus a cost per training step,
+    fitted to the phases timed so far (two are needed)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.index = 0
+        self.timed: list[tuple[int, float]] = []  # (steps, seconds) of each finished phase
+        self._started = 0.0
+        self._left: list[int] = []
+
+    def start(self, what: str) -> None:
+        self.index += 1
+        print(f"verify-resume: [{self.index}/{self.count}] {what} ...", flush=True)
+        self._started = time.perf_counter()
+
+    def estimate(self, steps_left: list[int]) -> None:
+        """The steps of each phase after the one just started (for the time-left estimate)."""
+        self._left = steps_left
+
+    def done(self, steps: int) -> None:
+        seconds = time.perf_counter() - self._started
+        self.timed.append((steps, seconds))
+        left = self._seconds_left()
+        tail = f"; about {left:.0f}s left" if left is not None else ""
+        print(
+            f"verify-resume: [{self.index}/{self.count}] done in {seconds:.1f}s{tail}", flush=True
+        )
+
+    def _seconds_left(self) -> float | None:
+        if len(self.timed) < 2 or self.index >= self.count:
+            return None
+        (s0, t0), (s1, t1) = self.timed[0], self.timed[-1]
+        per_step = (t0 - t1) / (s0 - s1) if s0 != s1 else t0 / max(s0, 1)
+        per_step = max(per_step, 0.0)
+        startup = max(t1 - per_step * s1, 0.0)
+        left = self._left if self._left else []
+        return sum(startup + per_step * steps for steps in left)
 
 
 # -- subprocesses ---------------------------------------------------------------------------
@@ -154,13 +243,32 @@ def _command(job: Path) -> list[str]:
     return [sys.executable, "-m", "epochal", "train", str(job)]
 
 
-def _run_to_end(job: Path, timeout: float) -> None:
+def _run_to_end(job: Path, timeout: float, what: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != _PAUSE_ENV}
-    result = subprocess.run(_command(job), env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
+    proc = subprocess.Popen(
+        _command(job),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: a timeout kills its workers too
+    )
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         raise Error(
-            f"training job {job} failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
-        )
+            f"the {what} training run ({job}) did not finish in {timeout:g}s; give it more "
+            f"time with --timeout SECONDS"
+        ) from None
+    except BaseException:  # Ctrl+C: the job is in its own session, so stop it here
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+        raise Error(f"the {what} training run ({job}) failed (exit {proc.returncode}): {last}")
 
 
 def _run_until_pause(job: Path, marker: Path, kind: str, step: int, timeout: float) -> None:
@@ -179,12 +287,16 @@ def _run_until_pause(job: Path, marker: Path, kind: str, step: int, timeout: flo
         while not marker.exists():
             if proc.poll() is not None:
                 stderr = proc.stderr.read().decode() if proc.stderr else ""
+                last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
                 raise Error(
                     f"training job {job} exited ({proc.returncode}) before reaching {kind} "
-                    f"step {step}:\n{stderr[-3000:]}"
+                    f"step {step}: {last}"
                 )
             if time.monotonic() > deadline:
-                raise Error(f"training job {job} did not reach {kind} step {step} in {timeout}s")
+                raise Error(
+                    f"training job {job} did not reach {kind} step {step} in {timeout:g}s; give "
+                    f"it more time with --timeout SECONDS"
+                )
             time.sleep(0.01)
     finally:
         if proc.poll() is None:
@@ -202,16 +314,18 @@ def _kill_plan(config: VerifyConfig, job: RunConfig, total: int) -> list[tuple[s
     writes = [s for s in range(every, total, every)] if every else []
     n_write = (config.kills + 1) // 2 if config.write_kills is None else config.write_kills
     if config.kills < 1 or not 0 <= n_write <= config.kills:
-        raise Error(f"need kills >= 1 and 0 <= write_kills <= kills, got {config.kills}, {n_write}")
+        raise UsageError(
+            f"need kills >= 1 and 0 <= write_kills <= kills, got {config.kills}, {n_write}"
+        )
     if n_write > len(writes):
-        raise Error(
+        raise UsageError(
             f"{n_write} kills during a checkpoint write need as many checkpoints before the last "
             f"step; the job checkpoints at {writes}"
         )
     chosen_writes = rng.sample(writes, n_write)
     others = [s for s in range(1, total) if s not in chosen_writes]
     if config.kills - n_write > len(others):
-        raise Error(f"cannot kill {config.kills} times in a job of {total} steps")
+        raise UsageError(f"cannot kill {config.kills} times in a job of {total} steps")
     chosen_steps = rng.sample(others, config.kills - n_write)
     plan = [("write", s) for s in chosen_writes] + [("step", s) for s in chosen_steps]
     return sorted(plan, key=lambda item: item[1])

@@ -1,0 +1,228 @@
+"""Every refused command: one line on stderr, no traceback, its exit code, nothing changed.
+
+Each case builds what the command is pointed at (a run directory of another run, a demo
+trained on other data, a bad config file, ...), snapshots the whole directory, runs the
+command and checks that every file is byte-identical afterwards: a refusal happens before
+anything is written. Most cases run in-process through ``epochal.cli.main`` (the same code
+path as the console script, torch imported once); a few run the real console script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import epochal
+from epochal.cli import main
+from epochal.train.config import RunConfig, save_config
+from epochal.train.demo import DemoConfig, data_paths, run_config
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Path -> sha256 of every file, and every directory, under ``root``."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        out[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return out
+
+
+def _fake_run(run_dir: Path, config: RunConfig, step: int = 8) -> None:
+    """A run directory as a finished run leaves it: config.json and a checkpoint commit.
+
+    The checks under test read only these (the commit's name gives the step), so no model
+    needs training here."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(config, run_dir / "config.json")
+    (run_dir / "checkpoints" / f"step_{step:012d}.json").write_text("{}\n")
+    (run_dir / "metrics.jsonl").write_text('{"step": 8, "train/loss": 1.0}\n')
+
+
+def _train_run(tmp: Path) -> list[str]:
+    _fake_run(tmp / "run", RunConfig(run_dir=str(tmp / "run")))
+    return []
+
+
+def _demo_run(tmp: Path, num_train: int = 64, num_val: int = 32) -> DemoConfig:
+    demo = DemoConfig(run_dir=str(tmp / "demo"), num_train=num_train, num_val=num_val)
+    for split, n in (("train", num_train), ("val", num_val)):
+        images = np.zeros((n, 3, 8, 8), dtype=np.uint8)
+        records = ({"image": im, "label": i % 4} for i, im in enumerate(images))
+        epochal.write(records, data_paths(demo)[split])
+    _fake_run(tmp / "demo", run_config(demo, data_paths(demo)))
+    return demo
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / name).write_text(text)
+
+    return setup
+
+
+def _nothing(tmp: Path) -> None:
+    return None
+
+
+# (id, setup(tmp), argv with {tmp} filled in, exit code, words the one line must contain)
+CASES = [
+    ("demo-zero-images", _nothing, ["demo", "--num-train", "0"], 2, "--num-train must be >= 1"),
+    (
+        "demo-run-dir-is-a-file",
+        _write("afile", "x"),
+        ["demo", "--run-dir", "{tmp}/afile"],
+        2,
+        "is a file",
+    ),
+    (
+        "demo-on-a-train-run",
+        _train_run,
+        ["demo", "--run-dir", "{tmp}/run"],
+        2,
+        "data.train: 'shapes:train' ->",
+    ),
+    (
+        "demo-with-other-data-sizes",
+        _demo_run,
+        ["demo", "--run-dir", "{tmp}/demo", "--num-train", "48", "--num-val", "32"],
+        2,
+        "--num-train 48 (the run has 64)",
+    ),
+    (
+        "train-other-num-classes",
+        _train_run,
+        ["train", "--run-dir", "{tmp}/run", "--model.num-classes", "3"],
+        2,
+        "model.num_classes: 4 -> 3",
+    ),
+    (
+        "train-fewer-classes-than-labels",
+        _nothing,
+        ["train", "--run-dir", "{tmp}/new", "--model.num-classes", "2", "--device", "cpu"],
+        2,
+        "has labels 0..3 but model.num_classes is 2",
+    ),
+    (
+        "train-bad-yaml",
+        _write("bad.yaml", "seed: 1\noptim: [lr: 2\n"),
+        ["train", "{tmp}/bad.yaml"],
+        2,
+        "cannot read config file",
+    ),
+    (
+        "train-toml-run-dir-is-a-number",
+        _write("run.toml", "run_dir = 5\n"),
+        ["train", "{tmp}/run.toml"],
+        2,
+        "config key 'run_dir' must be a string (quote it), got 5 (int)",
+    ),
+    (
+        "train-unknown-toml-key",
+        _write("run.toml", "[optim]\nrate = 0.1\n"),
+        ["train", "{tmp}/run.toml"],
+        2,
+        "unknown config key(s) ['optim.rate']",
+    ),
+    (
+        "train-negative-max-steps",
+        _nothing,
+        ["train", "--trainer.max-steps", "-1"],
+        2,
+        "trainer.max_steps must be >= 1",
+    ),
+    (
+        "train-missing-config-file",
+        _nothing,
+        ["train", "{tmp}/nope.yaml"],
+        2,
+        "does not exist",
+    ),
+    (
+        "train-two-config-files",
+        _write("a.yaml", "seed: 1\n"),
+        ["train", "{tmp}/a.yaml", "{tmp}/a.yaml"],
+        2,
+        "give one config file",
+    ),
+    ("train-unknown-flag", _nothing, ["train", "--optim.rate", "1"], 2, "Unrecognized options"),
+    ("train-bad-float", _nothing, ["train", "--optim.lr", "abc"], 2, "--optim.lr"),
+    (
+        "verify-resume-zero-kills",
+        _nothing,
+        ["verify-resume", "--kills", "0", "--workdir", "{tmp}/vr"],
+        2,
+        "--kills must be >= 1",
+    ),
+    (
+        "verify-resume-too-many-kills",
+        _nothing,
+        ["verify-resume", "--kills", "30", "--workdir", "{tmp}/vr"],
+        2,
+        "kill",
+    ),
+    ("bench-too-few-records", _nothing, ["bench", "--records", "10"], 2, "records >= batch_size"),
+    ("lint-unknown-rule", _nothing, ["lint", "--select", "EPL999", "{tmp}"], 2, "EPL999"),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "argv", "code", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_refused_command_is_one_line_and_changes_nothing(
+    tmp_path: Path, capsys, monkeypatch, setup, argv, code, words
+) -> None:
+    setup(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a default run dir (runs/train) would land here
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"epochal {argv[0]}: error: "), err
+    assert words in err, err
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["demo", "--num-train", "0"], ["train", "bad.yaml"], ["verify-resume", "--kills", "0"]],
+    ids=["demo", "train-yaml", "verify-resume"],
+)
+def test_the_console_script_prints_one_line_too(tmp_path: Path, argv: list[str]) -> None:
+    (tmp_path / "bad.yaml").write_text("a: [1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "epochal", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing created
+
+
+def test_verify_resume_timeout_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "epochal", "verify-resume", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "error" in x]
+    assert "did not finish in 0.5s; give it more time with --timeout" in line
+
+
+def test_write_to_a_file_path_is_an_epochal_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(epochal.Error, match="is a file; a store is a directory"):
+        epochal.write([{"a": 1}], tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "x"
