@@ -27,6 +27,16 @@ class BuildConfig:
     """Target size of one shard in MiB."""
     overwrite: bool = False
     """Replace a finished store at DEST."""
+    tokenizer: str | None = None
+    """Build a token store from JSONL text with this tokenizer, 'package.module:function' (str -> list[int])."""
+    text_field: str = "text"
+    """With --tokenizer: the JSONL field holding each document's text."""
+    eos_id: int | None = None
+    """With --tokenizer: token appended after every document (the document separator)."""
+    vocab_size: int | None = None
+    """With --tokenizer: vocabulary size (uint16 up to 65,536, else uint32); default: the tokenizer's own."""
+    block_tokens: int = 65_536
+    """With --tokenizer: tokens per store record (the stream is stored in blocks of this many)."""
 
 
 def main(argv: list[str]) -> int:
@@ -46,7 +56,19 @@ def main(argv: list[str]) -> int:
         raise StoreError(
             f"{cfg.dest} already holds a finished store; pass --overwrite to replace it"
         )
-    source = ingest(cfg.src, cfg.format)
+    if cfg.tokenizer is not None:  # token stores (issue 17): text -> blocks of tokens
+        from epochal.store._tokenize import token_source
+
+        source = token_source(
+            cfg.src,
+            cfg.tokenizer,
+            cfg.text_field,
+            cfg.eos_id,
+            cfg.vocab_size,
+            block_tokens=cfg.block_tokens,
+        )
+    else:
+        source = ingest(cfg.src, cfg.format)
     start = time.perf_counter()
     with tqdm(total=source.total, unit=" rec", unit_scale=True, desc="building") as bar:
 
