@@ -8,6 +8,8 @@ A uint16 token memmap (a ``.npy`` file). For each seq_len (1024, 4096) with batc
 - ``raw memmap slicing``: the same windows as epochal's epoch 0 (same starts, same order),
   each sliced from the memmap and stacked (``numpy.stack`` of ``mm[s : s + seq_len + 1]``),
   as a tensor; the baseline of every ratio;
+- ``raw vectorised gather``: the same windows as one fancy-index of a
+  ``sliding_window_view`` of the memmap per batch (what epochal does inside);
 - ``epochal.tokens + Loader``, ``num_workers`` 0 and 2 (a memory gather is read in the
   calling process even with workers; see ``Loader.uses_workers``);
 - ``nanoGPT get_batch``: nanoGPT's recipe (a fresh ``np.memmap`` per batch, random offsets
@@ -95,6 +97,15 @@ def _raw_run(path: Path, starts: np.ndarray, seq_len: int):
     return go
 
 
+def _gather_run(path: Path, starts: np.ndarray, seq_len: int):
+    windows = np.lib.stride_tricks.sliding_window_view(np.load(path, mmap_mode="r"), seq_len + 1)
+
+    def go() -> int:
+        return sum(len(torch.from_numpy(windows[rows])) for rows in starts)
+
+    return go
+
+
 def _nanogpt_run(path: Path, n: int, seq_len: int, batches: int):
     generator = torch.Generator().manual_seed(0)
     header = np.load(path, mmap_mode="r").offset  # nanoGPT reads a raw .bin; skip the .npy header
@@ -116,40 +127,49 @@ def _nanogpt_run(path: Path, n: int, seq_len: int, batches: int):
 
 
 _LITDATA = r"""
-import json, sys, time, numpy as np
-from litdata import StreamingDataset, StreamingDataLoader, optimize, TokensLoader
-path, out, seq_len, batches, workers, repeats = sys.argv[1:7]
-seq_len, batches, workers, repeats = int(seq_len), int(batches), int(workers), int(repeats)
-import os
-if not os.path.exists(os.path.join(out, "index.json")):
+import functools, json, os, sys, time
+import numpy as np
+from litdata import StreamingDataLoader, StreamingDataset, TokensLoader, optimize
+
+PIECES = 64
+
+
+def piece(path, i):
     mm = np.load(path, mmap_mode="r")
-    pieces = 64
-    step = -(-len(mm) // pieces)
-    def chunk(i):
-        yield np.asarray(mm[i * step:(i + 1) * step]).astype(np.uint16)
-    optimize(fn=chunk, inputs=list(range(pieces)), output_dir=out, chunk_size=(4096 + 1) * 1024,
-             item_loader=TokensLoader(), num_workers=1)
-rates = []
-for _ in range(repeats):
-    ds = StreamingDataset(out, item_loader=TokensLoader(block_size=seq_len + 1), shuffle=True, seed=0)
-    dl = StreamingDataLoader(ds, batch_size=32, num_workers=workers)
-    it = iter(dl); next(it)
-    start = time.perf_counter(); done = 0
-    for _, b in zip(range(batches), it):
-        done += len(b)
-    rates.append(done / (time.perf_counter() - start))
-print(json.dumps(rates))
+    step = -(-len(mm) // PIECES)
+    yield np.asarray(mm[i * step : (i + 1) * step]).astype(np.uint16)
+
+
+if __name__ == "__main__":
+    path, out, seq_len, batches, workers, repeats = sys.argv[1:7]
+    seq_len, batches, workers, repeats = int(seq_len), int(batches), int(workers), int(repeats)
+    if not os.path.exists(os.path.join(out, "index.json")):
+        optimize(fn=functools.partial(piece, path), inputs=list(range(PIECES)), output_dir=out,
+                 chunk_size=(4096 + 1) * 1024, item_loader=TokensLoader(), num_workers=1)
+    rates = []
+    for _ in range(repeats):
+        ds = StreamingDataset(out, item_loader=TokensLoader(block_size=seq_len + 1),
+                              shuffle=True, seed=0)
+        dl = StreamingDataLoader(ds, batch_size=32, num_workers=workers)
+        it = iter(dl)
+        next(it)
+        start, done = time.perf_counter(), 0
+        for _, b in zip(range(batches), it):
+            done += len(b)
+        rates.append(done / (time.perf_counter() - start))
+    print(json.dumps(rates))
 """
 
 
 def _litdata(cfg: Config, path: Path, directory: Path, seq_len: int, workers: int) -> list[float]:
     assert cfg.litdata_python is not None
     out = directory / "litdata"  # one optimized copy serves every seq_len (TokensLoader)
+    script = directory / "litdata_run.py"  # a file: litdata's workers re-import it (spawn)
+    script.write_text(_LITDATA)
     result = subprocess.run(
         [
             cfg.litdata_python,
-            "-c",
-            _LITDATA,
+            str(script),
             str(path),
             str(out),
             str(seq_len),
@@ -224,6 +244,7 @@ def run(cfg: Config) -> None:
             windows = order.index(np.arange(cfg.batches * BATCH)).reshape(cfg.batches, BATCH)
             starts = src.offset(0, seed=0) + windows * seq_len
             runs["raw memmap slicing"] = _raw_run(path, starts, seq_len)
+            runs["raw vectorised gather (one fancy-index)"] = _gather_run(path, starts, seq_len)
             runs["nanoGPT get_batch (with replacement)"] = _nanogpt_run(
                 path, cfg.tokens, seq_len, cfg.batches
             )
@@ -235,14 +256,13 @@ def run(cfg: Config) -> None:
             )
             rates = _interleaved(runs, cfg.repeats)
             base = rates["raw memmap slicing"]
-            rows = [
-                (
-                    name,
-                    _ratio_text(values, base, "of raw slicing").replace("samples", "windows"),
-                    ">= 0.8x" if name.startswith("epochal") else "",
-                )
-                for name, values in rates.items()
-            ]
+            gather = rates["raw vectorised gather (one fancy-index)"]
+            rows = []
+            for name, values in rates.items():
+                text = _ratio_text(values, base, "of raw slicing").replace("samples", "windows")
+                if name.startswith("epochal"):
+                    text += ", " + _ratio_text(values, gather, "of the gather", rate=False)
+                rows.append((name, text, ">= 0.8x" if name.startswith("epochal") else ""))
             if cfg.litdata_python:
                 for workers in (0, 2):
                     try:

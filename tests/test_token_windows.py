@@ -188,6 +188,31 @@ def test_document_boundaries_on_a_hand_built_stream():
     ]
 
 
+def test_documents_as_token_arrays_match_documents_separated_by_eos():
+    """doc_offsets (no separator token): a document's last token ends it, as an EOS does."""
+    ends = np.flatnonzero(_DOCS == 0)
+    offsets = np.concatenate([[0], ends[:-1] + 1, [ends[-1] + 1]])  # the last doc is [3]
+    options = {"boundaries": True, "straddle": "drop"}
+    by_eos = epochal.tokens(_DOCS, 6, eos_id=0, **options)
+    by_offsets = epochal.tokens(_DOCS, 6, doc_offsets=offsets, **options)
+    as_arrays = epochal.tokens(
+        [_DOCS[a:b] for a, b in zip(offsets, [*offsets[1:], len(_DOCS)])], 6, **options
+    )
+    assert np.array_equal(as_arrays.doc_offsets, offsets)
+    for offset in range(6):
+        want = EpochWindows(by_eos, offset).get_columns(np.arange(len(by_eos)))
+        for other in (by_offsets, as_arrays):
+            got = EpochWindows(other, offset).get_columns(np.arange(len(other)))
+            assert want.keys() == got.keys()
+            assert all(np.array_equal(want[k], got[k]) for k in want), offset
+
+
+@pytest.mark.parametrize("offsets", [[1, 5], [0, 5, 5], [0, 30], [[0, 1]]])
+def test_bad_doc_offsets_are_refused(offsets):
+    with pytest.raises(Error, match="doc_offsets"):
+        epochal.tokens(_DOCS, 6, doc_offsets=offsets)
+
+
 def test_document_columns_reach_the_batch():
     src = epochal.tokens(_DOCS, 6, eos_id=0, boundaries=True, straddle="drop")
     batch = next(iter(Loader(src, 3, shuffle=False, seed=0)))

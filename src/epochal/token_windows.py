@@ -28,7 +28,11 @@ Loader reads epoch ``e``'s batches from ``source.for_epoch(e, seed=loader.seed)`
 :class:`epochal.Source`). Indexing the source itself (``source[i]``) reads epoch 0 of
 seed 0.
 
-Documents: with ``eos_id``, every EOS token ends a document. ``boundaries=True`` adds
+Documents: with ``eos_id``, every EOS token ends a document; with ``doc_offsets`` (the
+start of every document in the stream, as in Arrow's list offsets: documents given as a
+column of token arrays, no separator token) the last token of each document does, exactly
+as an EOS would. A list of 1-D token arrays is joined into one stream with those offsets
+(in memory; for large data pass a flat memmap and its offsets). ``boundaries=True`` adds
 ``"position_ids"`` (``(seq_len,)`` per record: position within its document of each input
 token, restarting at 0 after every EOS and at the window start) and, in batches read
 without a transform, ``"cu_seqlens"`` (int32 offsets of the documents' pieces in the
@@ -42,6 +46,7 @@ ones "dropped"; the default ``"keep"`` packs across documents).
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from typing import Any
 
@@ -104,6 +109,7 @@ class TokenSource:
         tokens_per_epoch: tokens in an epoch's windows, ``W * seq_len + 1``.
         uncovered_per_epoch: tokens of the stream in none of an epoch's windows.
         eos_id: the token that ends a document, or None.
+        doc_offsets: the first token of every document (int64), or None.
     """
 
     deterministic = True
@@ -115,6 +121,7 @@ class TokenSource:
         seq_len: int,
         *,
         eos_id: int | None = None,
+        doc_offsets: Any = None,
         boundaries: bool = False,
         straddle: str = "keep",
         dtype: Any = None,
@@ -129,6 +136,13 @@ class TokenSource:
         self._array: np.ndarray | None = None
         self._blocks: _Blocks | None = None
         meta: dict[str, Any] = {}
+        if isinstance(data, (list, tuple)) and data and all(np.ndim(d) == 1 for d in data):
+            if doc_offsets is not None:
+                raise Error("pass doc_offsets with a flat stream, not with a list of documents")
+            data = [d for d in data if len(d)]  # an empty document has no tokens to place
+            lengths = [len(d) for d in data]
+            doc_offsets = np.cumsum([0, *lengths[:-1]])
+            data = np.concatenate([np.asarray(d) for d in data])
         if isinstance(data, (str, os.PathLike)):
             self._path = os.fspath(data)
             n = len(self._stream())
@@ -160,9 +174,11 @@ class TokenSource:
                 f"a token stream of {n} tokens is shorter than one window of seq_len + 1 = "
                 f"{self.seq_len + 1} tokens; lower seq_len"
             )
-        if (boundaries or straddle == "drop") and eos_id is None:
+        self.doc_offsets = None if doc_offsets is None else _check_offsets(doc_offsets, n)
+        if (boundaries or straddle == "drop") and eos_id is None and doc_offsets is None:
             raise Error(
-                "boundaries=True and straddle='drop' need eos_id, the token that ends a document"
+                "boundaries=True and straddle='drop' need eos_id (the token that ends a "
+                "document) or doc_offsets (where each document starts)"
             )
         self.num_tokens = n
         self.eos_id = None if eos_id is None else int(eos_id)
@@ -200,6 +216,12 @@ class TokenSource:
                 )
             else:
                 self._array = np.memmap(self._path, dtype=self._dtype, mode="r")
+            mapping = getattr(self._array, "_mmap", None)
+            if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+                # windows are read in shuffled order, and the kernel's readahead around
+                # each page fault reads (or in a sparse file zero-fills) far more than a
+                # window: random 2 KiB windows of a 20 GB file were ~200x slower with it
+                mapping.madvise(mmap.MADV_RANDOM)
             if self._array.ndim != 1:
                 raise Error(
                     f"{self._path!r} holds an array of shape {self._array.shape}; a token "
@@ -266,6 +288,8 @@ class TokenSource:
                 f"tokens:{self.seq_len}:{self.num_tokens}:{self._dtype_of().str}:"
                 f"{self.eos_id}:{self.boundaries}:{self.straddle}".encode()
             )
+            if self.doc_offsets is not None:
+                digest.update(self.doc_offsets.tobytes())
             picks = np.unique(np.linspace(0, self.num_tokens - 1, _FINGERPRINT_SAMPLES))
             picks = picks.astype(np.int64)
             if self._blocks is not None:
@@ -311,7 +335,7 @@ class EpochWindows:
         windows = src.windows(self.starts(indices))
         columns = {"tokens": windows}
         if src.boundaries or src.straddle == "drop":
-            columns.update(_document_columns(windows, src))
+            columns.update(_document_columns(_ends(windows, self.starts(indices), src), src))
         if src.boundaries:
             columns["cu_seqlens"] = TokenSource.cu_seqlens(columns["position_ids"])
         return columns
@@ -326,14 +350,36 @@ class EpochWindows:
         return self.get_many(np.array([index]))[0]
 
 
-def _document_columns(windows: np.ndarray, src: TokenSource) -> dict[str, np.ndarray]:
+def _check_offsets(offsets: Any, n: int) -> np.ndarray:
+    array = np.asarray(offsets)
+    if array.ndim != 1 or array.dtype.kind not in "iu" or not array.size:
+        raise Error(f"doc_offsets must be a non-empty 1-D integer array, got {array!r}")
+    array = array.astype(np.int64)
+    if array[0] != 0 or array[-1] >= n or (array.size > 1 and np.any(np.diff(array) <= 0)):
+        raise Error(
+            f"doc_offsets must start at 0 and increase strictly, below the stream's {n} "
+            f"tokens (one start per non-empty document); got {array[:8].tolist()}..."
+        )
+    return array
+
+
+def _ends(windows: np.ndarray, starts: np.ndarray, src: TokenSource) -> np.ndarray:
+    """Whether each token of each window ends a document (an EOS, or a document's last)."""
+    if src.doc_offsets is None:
+        return windows == src.eos_id
+    following = starts[:, None] + np.arange(1, src.seq_len + 2)  # the position after each
+    k = np.searchsorted(src.doc_offsets, following)
+    k_in = np.minimum(k, len(src.doc_offsets) - 1)
+    return (k < len(src.doc_offsets)) & (src.doc_offsets[k_in] == following)
+
+
+def _document_columns(is_eos: np.ndarray, src: TokenSource) -> dict[str, np.ndarray]:
     """``position_ids`` and/or ``loss_mask`` of a batch of windows (vectorised)."""
     out: dict[str, np.ndarray] = {}
-    is_eos = windows == src.eos_id
     s = src.seq_len
     if src.boundaries:
         # a document starts at the window start and right after every EOS input token
-        starts = np.zeros((len(windows), s), dtype=bool)
+        starts = np.zeros((len(is_eos), s), dtype=bool)
         starts[:, 0] = True
         starts[:, 1:] = is_eos[:, : s - 1]
         at = np.arange(s, dtype=np.int64)
@@ -352,6 +398,7 @@ def tokens(
     seq_len: int,
     *,
     eos_id: int | None = None,
+    doc_offsets: Any = None,
     boundaries: bool = False,
     straddle: str = "keep",
     dtype: Any = None,
@@ -366,10 +413,14 @@ def tokens(
     Args:
         data: a 1-D integer array or memmap; a path to a ``.npy`` file or a raw token
             file (with ``dtype``); or a store built by ``epochal build --tokenizer``
-            (``epochal.open(path)``: blocks of tokens, EOS id from its metadata).
+            (``epochal.open(path)``: blocks of tokens, EOS id from its metadata); or a
+            list of 1-D token arrays, one per document (joined in memory, with
+            ``doc_offsets`` set from their lengths).
         seq_len: the context length; windows hold ``seq_len + 1`` tokens.
         eos_id: the token that ends each document (needed by ``boundaries`` and
             ``straddle="drop"``).
+        doc_offsets: the first token of every document (sorted, from 0), instead of an
+            ``eos_id``: the last token of each document then ends it.
         boundaries: add ``"position_ids"`` and ``"cu_seqlens"`` (documents within windows).
         straddle: ``"keep"`` packs across document ends; ``"drop"`` adds a ``"loss_mask"``
             that masks a window's targets after its first document end.
@@ -380,8 +431,15 @@ def tokens(
 
     Raises:
         epochal.Error: a stream shorter than one window, a non-integer or non-1-D stream,
-            a bad ``seq_len`` or ``straddle``, or document options without ``eos_id``.
+            a bad ``seq_len`` or ``straddle``, document options without ``eos_id`` or
+            ``doc_offsets``, or offsets that are not sorted starts inside the stream.
     """
     return TokenSource(
-        data, seq_len, eos_id=eos_id, boundaries=boundaries, straddle=straddle, dtype=dtype
+        data,
+        seq_len,
+        eos_id=eos_id,
+        doc_offsets=doc_offsets,
+        boundaries=boundaries,
+        straddle=straddle,
+        dtype=dtype,
     )
