@@ -5,6 +5,9 @@ Usage: python benchmarks/bench_tokens.py [--tokens 50000000] [--batches 100] [--
 
 A uint16 token memmap (a ``.npy`` file). For each seq_len (1024, 4096) with batch 32:
 
+Every run but nanoGPT's and LitData's reads one whole epoch 0 (``N // seq_len - 1``
+windows in batches of 32):
+
 - ``raw memmap slicing``: the same windows as epochal's epoch 0 (same starts, same order),
   each sliced from the memmap and stacked (``numpy.stack`` of ``mm[s : s + seq_len + 1]``),
   as a tensor; the baseline of every ratio;
@@ -53,7 +56,7 @@ class Config:
     tokens: int = 50_000_000
     """Tokens in the benchmark stream (uint16)."""
     batches: int = 100
-    """Batches of 32 windows per timed run."""
+    """Batches of 32 windows per timed nanoGPT and LitData run (the others run one epoch)."""
     repeats: int = 5
     """Interleaved rounds; the table shows medians."""
     seq_lens: tuple[int, ...] = (1024, 4096)
@@ -74,12 +77,12 @@ def _status(field: str) -> int:
     return -1
 
 
-def _epochal_run(src: epochal.TokenSource, workers: int, batches: int):
+def _epochal_run(src: epochal.TokenSource, workers: int):
     loader = epochal.Loader(src, BATCH, seed=0, num_workers=workers)
 
-    def go() -> int:
+    def go() -> int:  # one whole epoch: the order is computed in blocks of 64K positions
         loader.set_epoch(0)
-        return sum(len(b["tokens"]) for b in loader.steps(batches))
+        return sum(len(b["tokens"]) for b in loader)
 
     return go, loader
 
@@ -227,8 +230,8 @@ def run(cfg: Config) -> None:
         mm.flush()
         del mm
         print(
-            f"token benchmark: {cfg.tokens:,} uint16 tokens, batch {BATCH}, {cfg.batches} "
-            f"batches per run, {cfg.repeats} interleaved rounds (shared 2-core machine: "
+            f"token benchmark: {cfg.tokens:,} uint16 tokens, batch {BATCH}, one epoch per run "
+            f"({cfg.batches} batches for nanoGPT), {cfg.repeats} interleaved rounds (shared 2-core machine: "
             f"compare the ratios)"
         )
         for seq_len in cfg.seq_lens:
@@ -238,11 +241,13 @@ def run(cfg: Config) -> None:
             loaders = {}
             for workers in (0, 2):
                 runs[f"epochal.tokens Loader, workers {workers}"], loaders[workers] = _epochal_run(
-                    src, workers, cfg.batches
+                    src, workers
                 )
             order = epochal.make_order(len(src), seed=0, epoch=0)
-            windows = order.index(np.arange(cfg.batches * BATCH)).reshape(cfg.batches, BATCH)
-            starts = src.offset(0, seed=0) + windows * seq_len
+            windows = order.index(np.arange(len(src)))
+            starts = np.array_split(
+                src.offset(0, seed=0) + windows * seq_len, range(BATCH, len(src), BATCH)
+            )
             runs["raw memmap slicing"] = _raw_run(path, starts, seq_len)
             runs["raw vectorised gather (one fancy-index)"] = _gather_run(path, starts, seq_len)
             runs["nanoGPT get_batch (with replacement)"] = _nanogpt_run(
