@@ -33,6 +33,7 @@ _LAZY: dict[str, str] = {
     "Source": "epochal.sources",
     "StoreError": "epochal.store",
     "StoreSource": "epochal.store",
+    "TokenSource": "epochal.token_windows",
     "Trainer": "epochal.train.trainer",
     "TrainerConfig": "epochal.train.config",
     "WeightedSampler": "epochal.sampling",
@@ -51,6 +52,7 @@ _LAZY: dict[str, str] = {
     "seed_everything": "epochal.train.seeding",
     "split": "epochal.sources",
     "subset": "epochal.sources",
+    "tokens": "epochal.token_windows",
     "verify": "epochal.store",
     "warmup_schedule": "epochal.train.trainer",
     "wrap_model": "epochal.train.distributed",
@@ -78,6 +80,7 @@ __all__ = [
     "StateError",
     "StoreError",
     "StoreSource",
+    "TokenSource",
     "Trainer",
     "TrainerConfig",
     "WeightedSampler",
@@ -97,6 +100,7 @@ __all__ = [
     "seed_everything",
     "split",
     "subset",
+    "tokens",
     "verify",
     "warmup_schedule",
     "wrap_model",
@@ -113,6 +117,7 @@ if TYPE_CHECKING:
     from epochal.sampling import Sampler, WeightedSampler, balanced
     from epochal.sources import Source, concat, from_arrays, from_dataset, split, subset
     from epochal.store import CorruptStoreError, StoreError, StoreSource, merge, open, verify, write
+    from epochal.token_windows import TokenSource, tokens
     from epochal.train.checkpoint import (
         Checkpointer,
         CheckpointSaveError,

@@ -170,6 +170,8 @@ class _Fetcher:
         )
         self._n = len(source)
         self._rngs = SampleRNGs(seed)
+        self.epoch_dependent = bool(getattr(source, "epoch_dependent", False))
+        self._bound: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -177,12 +179,23 @@ class _Fetcher:
     def __getitem__(self, index: int) -> Any:
         raise TypeError("epochal's fetcher builds whole batches; it is only called with batches")
 
+    def _source_at(self, epoch: int) -> Any:
+        # --- epoch hook (token windows, issue 17): a source whose records depend on the
+        # epoch (``epoch_dependent``) is read through ``for_epoch(epoch, seed=...)``, a
+        # plain Source of the same length; the bound view is kept for the epoch's batches
+        if not self.epoch_dependent:
+            return self.source
+        if self._bound is None or self._bound[0] != epoch:
+            self._bound = (epoch, self.source.for_epoch(epoch, seed=self.seed))
+        return self._bound[1]
+
     def __getitems__(self, request: _Request) -> Any:
+        source = self._source_at(request.epoch)
         if self.columnar:
-            columns = self.source.get_columns(request.indices)
+            columns = source.get_columns(request.indices)
             batch = {name: _to_tensor(column) for name, column in columns.items()}
         else:
-            batch = self.collate_fn(self._records(request))
+            batch = self.collate_fn(self._records(request, source))
         if self.with_index:
             if not isinstance(batch, dict):
                 raise Error(
@@ -196,23 +209,23 @@ class _Fetcher:
             batch[REPEAT_KEY] = repeat
         return batch
 
-    def _records(self, request: _Request) -> list[Any]:
+    def _records(self, request: _Request, source: Any) -> list[Any]:
         epoch, indices = request.epoch, request.indices.tolist()
         if not self.seed_globals:
-            records = get_many(self.source, request.indices)
+            records = get_many(source, request.indices)
             return [self._transform(r, epoch, i) for r, i in zip(records, indices)]
         with GlobalRNGs() as global_rngs:
             batch_read: list[Any] | None = None
-            if self.deterministic or is_batched(self.source):
+            if self.deterministic or is_batched(source):
                 if not self.deterministic:
                     # the dataset reads the whole batch in one call, so the global RNGs can
                     # only be seeded once around it, from the batch's first record
                     global_rngs.seed(sample_seed(self.seed, epoch, indices[0]))
-                batch_read = get_many(self.source, request.indices)
+                batch_read = get_many(source, request.indices)
             out = []
             for j, index in enumerate(indices):
                 global_rngs.seed(sample_seed(self.seed, epoch, index))
-                record = self.source[index] if batch_read is None else batch_read[j]
+                record = source[index] if batch_read is None else batch_read[j]
                 out.append(self._transform(record, epoch, index))
             return out
 

@@ -42,6 +42,11 @@ Exhaustion policy (when a source runs out of records):
 with ``"stop"``: at most the stopping length). The proportions hold at every position
 under both policies; no policy rebalances.
 
+Token mixtures: a mix of :func:`epochal.tokens` sources of one ``seq_len`` weighs tokens
+(every window holds ``seq_len + 1`` of them), so ``mix({web: 0.7, code: 0.3})`` gives
+70% of the tokens of every global batch from ``web`` to within one window per source;
+each source's windows move with the epoch as they do alone (``for_epoch``).
+
 Records come with the Loader's ``with_index=True`` as ``_index``, an index into the
 mixture (the concatenation); :meth:`Mixture.locate` turns those into (source number,
 record index in that source). Per-sample randomness is keyed by that mixture index.
@@ -296,6 +301,15 @@ class Mixture(ConcatSource):
                 f"mix() needs a non-empty dict {{source: weight}}, got {type(weights).__name__}"
             )
         super().__init__(list(weights))
+        moving = [bool(getattr(s, "epoch_dependent", False)) for s in self.sources]
+        lengths = {getattr(s, "seq_len", None) for s, m in zip(self.sources, moving) if m}
+        if lengths and (len(lengths) > 1 or not all(moving)):
+            # every window then holds seq_len + 1 tokens, so window weights are token weights
+            raise Error(
+                f"mix() of token sources weighs tokens only when every source is an "
+                f"epochal.tokens(...) of one seq_len; got seq_len "
+                f"{[getattr(s, 'seq_len', None) for s in self.sources]}"
+            )
         values = list(weights.values())
         for i, w in enumerate(values):
             if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)):

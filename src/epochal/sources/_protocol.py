@@ -35,6 +35,11 @@ class Source(Protocol):
             no decoding), cheaper than moving its result between processes; the Loader
             then reads plain batches in the calling process and keeps its workers for
             transforms.
+        ``epoch_dependent: bool`` with ``for_epoch(epoch, *, seed) -> Source``: records
+            that depend on the epoch (token windows whose boundaries move each epoch,
+            :func:`epochal.tokens`). The Loader reads the batches of epoch ``e`` from
+            ``source.for_epoch(e, seed=loader.seed)``, a Source of the same length;
+            :func:`epochal.concat` and :func:`epochal.mix` pass the hook on.
 
     Sources are stateless and must be safe to use after ``fork``: open files lazily, per
     process, and never hold a handle that a forked worker would share.

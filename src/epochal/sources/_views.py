@@ -192,6 +192,7 @@ class ConcatSource:
         self.deterministic = all(getattr(s, "deterministic", False) for s in sources)
         self.fast_gather = all(getattr(s, "fast_gather", False) for s in sources)
         self._columnar = all(callable(getattr(s, "get_columns", None)) for s in sources)
+        self.epoch_dependent = any(getattr(s, "epoch_dependent", False) for s in sources)
         self._fingerprint: str | None = None
         self._flat: SubsetSource | None = None
         layout = JoinedColumns.layout_of(self.sources)
@@ -204,6 +205,17 @@ class ConcatSource:
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def for_epoch(self, epoch: int, *, seed: int = 0) -> ConcatSource:
+        """The concat of every source's records of ``epoch`` (see ``epoch_dependent``)."""
+        if not self.epoch_dependent:
+            return self
+        return ConcatSource(
+            [
+                s.for_epoch(epoch, seed=seed) if getattr(s, "epoch_dependent", False) else s
+                for s in self.sources
+            ]
+        )
 
     def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(source number, index within that source)`` of each record index."""

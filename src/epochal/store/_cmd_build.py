@@ -35,6 +35,16 @@ class BuildConfig:
     """Replace a finished store at DEST."""
     workers: int | None = None
     """Processes that parse the input (default: this machine's cores); the store is the same for any number."""
+    tokenizer: str | None = None
+    """Build a token store from JSONL text with this tokenizer, 'package.module:function' (str -> list[int])."""
+    text_field: str = "text"
+    """With --tokenizer: the JSONL field holding each document's text."""
+    eos_id: int | None = None
+    """With --tokenizer: token appended after every document (the document separator)."""
+    vocab_size: int | None = None
+    """With --tokenizer: vocabulary size (uint16 up to 65,536, else uint32); default: the tokenizer's own."""
+    block_tokens: int = 65_536
+    """With --tokenizer: tokens per store record (the stream is stored in blocks of this many)."""
 
 
 def main(argv: list[str]) -> int:
@@ -87,7 +97,19 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
             f"{cfg.dest} already holds a finished store; pass --overwrite to replace it"
         )
     try:
-        source = ingest(cfg.src, cfg.format)
+        if cfg.tokenizer is not None:  # token stores (issue 17): text -> blocks of tokens
+            from epochal.store._tokenize import token_source
+
+            source = token_source(
+                cfg.src,
+                cfg.tokenizer,
+                cfg.text_field,
+                cfg.eos_id,
+                cfg.vocab_size,
+                block_tokens=cfg.block_tokens,
+            )
+        else:
+            source = ingest(cfg.src, cfg.format)
     except _INPUT_ERRORS as err:
         raise _SourceError(f"cannot read {cfg.src} as input: {_describe(err)}") from err
     start = time.perf_counter()
