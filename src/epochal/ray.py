@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.data import Datasink
 
-from epochal.store._blocks import Blocks
+from epochal.store._record_blocks import Blocks
 from epochal.store._engine_write import refuse_finished_store, write_partition
 from epochal.store._errors import StoreError
 from epochal.store._format import Manifest

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from epochal.store._blocks import Block, from_records
+from epochal.store._record_blocks import Block, from_records
 from epochal.store._errors import StoreError
 from epochal.store._format import Column
 from epochal.store._ingest import Part

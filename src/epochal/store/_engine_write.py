@@ -3,7 +3,7 @@
 ``write_partition`` takes what an engine hands a task (record dicts, a pandas frame, an
 Arrow table, Arrow/numpy blocks) and writes it as partition ``i`` of a parallel build;
 ``epochal.merge`` commits the store once every partition has returned. Columnar data
-goes through :class:`~epochal.store._blocks.Blocks` (no per-record Python work), record
+goes through :class:`~epochal.store._record_blocks.Blocks` (no per-record Python work), record
 dicts through the row writer's checks.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from epochal.store._blocks import Block, Blocks
+from epochal.store._record_blocks import Block, Blocks
 from epochal.store._errors import StoreError
 from epochal.store._format import MANIFEST_NAME
 from epochal.store._fs import locate

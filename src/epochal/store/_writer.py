@@ -41,7 +41,7 @@ import pyarrow as pa
 import xxhash
 
 from epochal.sources._hf import hf_records, is_hf_dataset
-from epochal.store._blocks import Blocks, write_block_shards
+from epochal.store._record_blocks import Blocks, write_block_shards
 from epochal.store._columns import ColumnBuilder, arrow_schema
 from epochal.store._errors import StoreError
 from epochal.store._format import (
@@ -92,7 +92,7 @@ def write(
             ``epochal build file.parquet``). The first record fixes the schema: bytes,
             str, int, float, bool, numpy scalars and fixed-shape numpy arrays. Every later record must have the
             same columns and types, or a StoreError names the record and the column.
-            ``epochal.store._blocks.Blocks`` of Arrow/pandas/numpy batches writes the
+            ``epochal.store._record_blocks.Blocks`` of Arrow/pandas/numpy batches writes the
             same store without per-record Python work (the engines' path).
         dest: where the store goes, e.g. ``"data/shapes"`` or ``"s3://bucket/shapes"``.
         shard_size: target bytes of record data per shard.

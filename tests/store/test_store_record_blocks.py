@@ -19,7 +19,7 @@ from store_records import assert_record_equal, make_record
 
 import epochal
 from epochal.store import StoreError
-from epochal.store._blocks import Blocks, as_block, from_arrow, from_records
+from epochal.store._record_blocks import Blocks, as_block, from_arrow, from_records
 
 
 def _shard_bytes(path, manifest) -> list[bytes]:
