@@ -122,7 +122,9 @@ def write_block_index(
     spans = _spans(batch, columns, data.address)
     mean = max(data.size / max(records, 1), 1.0)
     target = min(GRANULE_BYTES, max(data.size // _MIN_GRANULES, 1))
-    g = int(min(max(records, 1), max(1, target // mean)))
+    # a power of two: shards of fixed-size records often hold a multiple of it, so the
+    # loader's blocks (multiples of the largest granule) start and end on granules
+    g = 1 << max(0, int(min(max(records, 1), max(1, target // mean))).bit_length() - 1)
     memory = memoryview(data)
     head = b"".join(memory[a:b] for a, b in head_ranges({"columns": spans}))
     geometry = ShardHead.from_spans(spans, columns, records=records, granule_records=g, head=head)

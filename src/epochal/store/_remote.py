@@ -31,6 +31,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import glob
@@ -72,7 +73,9 @@ __all__ = [
 DEFAULT_CACHE_SIZE = 64 << 30  # bytes; override with cache_size= or EPOCHAL_CACHE_SIZE
 PREFETCH_THREADS = 16  # range GETs in flight: object stores reward parallel requests
 _CHUNK = 8 << 20
-_LOCK_STRIPES = 64  # lock files per store folder: enough to rarely collide, few inodes
+_LOCK_STRIPES = 1024  # lock files per store folder (made on first use): rarely shared
+_LOCK_SPAN = 8  # consecutive granules under one lock: a run takes few locks
+_MERGE_GAP = 16 << 10  # byte ranges of one shard closer than this are one request
 _READ_GAP = 64 << 10  # records closer than this in one unit are read with one pread
 _STALE_TMP_S = 600  # a temporary this old belongs to a process that died mid-download
 _OWN_FILE = re.compile(
@@ -148,7 +151,8 @@ class _ProcessState:
         self.pid = os.getpid()
         self.heads: dict[int, ShardHead] = {}
         self.lock = threading.Lock()
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: ThreadPoolExecutor | None = None  # prefetch of scheduled windows
+        self.demand: ThreadPoolExecutor | None = None  # misses of the batch being read now
         self.windows: dict[int, np.ndarray] = {}  # window -> unit ids scheduled in it
         self.futures: dict[int, list[Future[None]]] = {}
         self.retired = -1
@@ -252,38 +256,57 @@ class ShardCache:
     def unit_id(self, k: int, u: int) -> int:
         return int(self._unit_base[k]) + u
 
+    @staticmethod
+    def lock_stripe(k: int, u: int, kind: str = "lock") -> int:
+        """The lock file (of :data:`_LOCK_STRIPES`) of granule ``u`` of shard ``k``:
+        ``_LOCK_SPAN`` consecutive granules share one, hashed so that regular patterns
+        of units (every n-th shard) do not."""
+        return xxhash.xxh3_64_intdigest(f"{kind}:{k}:{u // _LOCK_SPAN}".encode()) % _LOCK_STRIPES
+
     @contextlib.contextmanager
-    def _unit_locks(self, keys: list[int]) -> Iterator[None]:
-        """Locks of these unit ids, taken in ascending stripe order (so never a deadlock)."""
+    def _unit_locks(self, k: int, units: list[int], *, kind: str = "lock") -> Iterator[None]:
+        """Locks of these units of shard ``k``, taken in ascending order (never a deadlock).
+
+        A holder of unit locks never takes another unit lock; heads have locks of their own
+        (``kind="hlock"``) and are loaded before any unit lock is taken.
+        """
         os.makedirs(self.dir, exist_ok=True)
         with contextlib.ExitStack() as stack:
-            for stripe in sorted({key % _LOCK_STRIPES for key in keys}):
-                stack.enter_context(_locked(os.path.join(self.dir, f".lock-{stripe:02d}")))
+            for stripe in sorted({self.lock_stripe(k, u, kind) for u in units}):
+                stack.enter_context(_locked(os.path.join(self.dir, f".{kind}-{stripe:03d}")))
             yield
 
     # -- fetching ----------------------------------------------------------------------------
 
-    def _get_ranges(self, k: int, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """Byte ranges of shard ``k``, requested concurrently (fsspec's ``cat_ranges``)."""
+    def _get_ranges(
+        self, k: int, ranges: list[tuple[int, int]], *, groups: list[int] | None = None
+    ) -> list[bytes]:
+        """Byte ranges of shard ``k``, requested concurrently (fsspec's ``cat_ranges``).
+
+        Ranges of one group (one run of granules) closer than a small gap go in one
+        request: requests, not bytes, are what small columns cost. Ranges of different
+        groups never merge, so a granule between two runs is not fetched again.
+        """
         remote = self.loc.path(SHARDS_DIR, self.manifest.shards[k].name)
-        wanted = [(a, b) for a, b in ranges if b > a]
+        tags = groups if groups is not None else [0] * len(ranges)
+        wanted = sorted((a, b, t) for (a, b), t in zip(ranges, tags, strict=True) if b > a)
+        merged: list[list[int]] = []
+        for a, b, t in wanted:
+            if merged and merged[-1][2] == t and a <= merged[-1][1] + _MERGE_GAP:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b, t])
         try:
             got = (
                 self.loc.fs.cat_ranges(
-                    [remote] * len(wanted), [a for a, _ in wanted], [b for _, b in wanted]
+                    [remote] * len(merged), [m[0] for m in merged], [m[1] for m in merged]
                 )
-                if wanted
+                if merged
                 else []
             )
         except FileNotFoundError as err:
             raise CorruptStoreError(f"shard {self.where(k)} is missing") from err
-        out: list[bytes] = []
-        it = iter(got)
-        for a, b in ranges:
-            if b <= a:
-                out.append(b"")
-                continue
-            piece = next(it)
+        for (a, b, _), piece in zip(merged, got, strict=True):
             if isinstance(piece, FileNotFoundError):
                 raise CorruptStoreError(f"shard {self.where(k)} is missing") from piece
             if isinstance(piece, BaseException):
@@ -293,8 +316,15 @@ class ShardCache:
                     f"shard {self.where(k)} is truncated or damaged: bytes [{a}, {b}) came back as "
                     f"{len(piece)} bytes"
                 )
-            out.append(bytes(piece))
-        self._local().fetched += sum(len(p) for p in out)
+        self._local().fetched += sum(len(p) for p in got)
+        starts = [a for a, _, _ in merged]
+        out: list[bytes] = []
+        for a, b in ranges:
+            if b <= a:
+                out.append(b"")
+                continue
+            i = bisect.bisect_right(starts, a) - 1
+            out.append(bytes(got[i][a - starts[i] : b - starts[i]]))
         return out
 
     def _small(self, name: str, k: int, fetch: Any, check: Any) -> Any:
@@ -308,7 +338,7 @@ class ShardCache:
             except CorruptStoreError:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # damaged in the cache: fetch it again
-        with self._unit_locks([-1 - k]):
+        with self._unit_locks(k, [0], kind="hlock"):
             with contextlib.suppress(FileNotFoundError):
                 with open(path, "rb") as f:
                     raw = f.read()
@@ -373,7 +403,9 @@ class ShardCache:
         path = self.unit_path(k, u)
         if os.path.exists(path):
             return path
-        with self._unit_locks([self.unit_id(k, u)]):
+        if self.blocks:
+            self.head(k)  # before the unit's lock: see _unit_locks
+        with self._unit_locks(k, [u]):
             if not os.path.exists(path):
                 if self.blocks:
                     self._fetch_granules(k, [u], window=None)
@@ -385,14 +417,37 @@ class ShardCache:
         """Fetch granules ``units`` of shard ``k`` (sorted): one range per column for the
         span they cover, each granule checked and stored on its own. Locks are held."""
         head = self.head(k)
-        lo, hi = units[0], units[-1] + 1
-        run = head.unit_ranges(lo, hi)
-        pieces = self._get_ranges(k, run)
-        assert head.granules is not None
+        runs: list[list[int]] = []  # contiguous pieces of ``units``: one range per column each
         for u in units:
+            if runs and runs[-1][-1] + 1 == u:
+                runs[-1].append(u)
+            else:
+                runs.append([u])
+        spans = [head.unit_ranges(run[0], run[-1] + 1) for run in runs]
+        flat = self._get_ranges(  # all at once
+            k,
+            [r for span in spans for r in span],
+            groups=[i for i, sp in enumerate(spans) for _ in sp],
+        )
+        assert head.granules is not None
+        width = len(spans[0])
+        for i, run in enumerate(runs):
+            self._store_run(k, head, run, spans[i], flat[i * width : (i + 1) * width], window)
+
+    def _store_run(
+        self,
+        k: int,
+        head: ShardHead,
+        run: list[int],
+        span: list[tuple[int, int]],
+        pieces: list[bytes],
+        window: int | None,
+    ) -> None:
+        assert head.granules is not None
+        for u in run:
             parts = [
                 piece[a - start : b - start]
-                for piece, (start, _), (a, b) in zip(pieces, run, head.unit_ranges(u), strict=True)
+                for piece, (start, _), (a, b) in zip(pieces, span, head.unit_ranges(u), strict=True)
             ]
             raw = b"".join(parts)
             got = xxhash.xxh3_64_hexdigest(raw)
@@ -612,18 +667,44 @@ class ShardCache:
                 futures.append(state.pool.submit(self._prefetch, k, missing[:end], window))
                 missing = missing[end:]
 
+    def _fetch_run(self, k: int, units: list[int], window: int | None) -> None:
+        """Fetch the missing ones of granules ``units`` of shard ``k`` under their locks."""
+        if not self.blocks:
+            self.ensure(k, 0)
+            return
+        self.head(k)  # before the units' locks: see _unit_locks
+        with self._unit_locks(k, units):
+            missing = [u for u in units if not os.path.exists(self.unit_path(k, u))]
+            if missing:
+                self._fetch_granules(k, missing, window=window)
+
+    def _ensure_batch(self, pairs: list[tuple[int, int]]) -> None:
+        """Fetch every missing unit a batch reads: heads first, then one task per run of
+        contiguous granules (one range request per column), all concurrently."""
+        state = self._local()
+        if state.demand is None:
+            state.demand = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="epochal-fetch")
+        if self.blocks:
+            heads = sorted({k for k, _ in pairs} - state.heads.keys())
+            list(state.demand.map(self.head, heads))
+        missing = [(k, u) for k, u in pairs if not os.path.exists(self.unit_path(k, u))]
+        runs: list[tuple[int, list[int]]] = []
+        for k, u in missing:
+            if runs and runs[-1][0] == k and runs[-1][1][-1] + 1 == u:
+                runs[-1][1].append(u)
+            elif not runs or runs[-1][0] != k or self.blocks:
+                runs.append((k, [u]))
+        if len(runs) == 1:
+            self._fetch_run(*runs[0], None)
+        elif runs:
+            list(state.demand.map(lambda run: self._fetch_run(*run, None), runs))
+
     def _prefetch(self, k: int, units: list[int], window: int) -> None:
         state = self._local()
         if window <= state.retired:
             return
         try:
-            if not self.blocks:
-                self.ensure(k, 0)
-                return
-            with self._unit_locks([self.unit_id(k, u) for u in units]):
-                missing = [u for u in units if not os.path.exists(self.unit_path(k, u))]
-                if missing:
-                    self._fetch_granules(k, missing, window=window)
+            self._fetch_run(k, units, window)
         except _NoRoom:
             pass  # fetched on demand once its window is the current one
         except Exception:  # the read that needs it fetches again and raises the real error
@@ -678,9 +759,10 @@ class ShardCache:
     def close(self) -> None:
         """Stop prefetching and drop this process's schedule."""
         state = self._local()
-        if state.pool is not None:
-            state.pool.shutdown(wait=True, cancel_futures=True)
-            state.pool = None
+        for pool in (state.pool, state.demand):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        state.pool = state.demand = None
         state.windows.clear()
         state.futures.clear()
         with contextlib.suppress(FileNotFoundError):
@@ -712,10 +794,23 @@ class ShardCache:
             order = np.argsort(key, kind="stable")
             sorted_key = key[order]
             cuts = np.flatnonzero(np.diff(sorted_key)) + 1
-            for group in np.split(order, cuts):
-                first = int(group[0])
-                k, u = int(sid[first]), int(unit[first])
-                self._read_unit(k, u, group, local[group], fixed, var)
+            groups = np.split(order, cuts)
+            pairs = [(int(sid[g[0]]), int(unit[g[0]])) for g in groups]
+            # fetch the missing units concurrently, in chunks of at most half the cache (a
+            # batch bigger than that is read chunk by chunk, evicting as it goes)
+            sizes = np.diff(self._unit_base)
+            budget = self.max_bytes // 2
+            lo = 0
+            while lo < len(pairs):
+                hi, used = lo, 0
+                while hi < len(pairs) and (hi == lo or used <= budget):
+                    k = pairs[hi][0]
+                    used += _alloc(self.manifest.shards[k].bytes // int(sizes[k]))
+                    hi += 1
+                self._ensure_batch(pairs[lo:hi])
+                for (k, u), group in zip(pairs[lo:hi], groups[lo:hi], strict=True):
+                    self._read_unit(k, u, group, local[group], fixed, var)
+                lo = hi
         out: dict[str, np.ndarray | list[Any]] = {}
         for column, rows, values in zip(columns, fixed, var, strict=True):
             if values is not None:
