@@ -567,6 +567,10 @@ class ShardCache:
         used = 0
         now = time.time()
         for entry in os.scandir(self.dir):
+            if _PINS.fullmatch(entry.name):  # schedules take disk too: counted, never evicted
+                with contextlib.suppress(FileNotFoundError):
+                    used += entry.stat().st_blocks * 512
+                continue
             if not _OWN_FILE.fullmatch(entry.name):
                 continue
             with contextlib.suppress(FileNotFoundError):
