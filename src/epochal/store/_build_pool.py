@@ -16,10 +16,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from epochal.store._record_blocks import Block, from_records
 from epochal.store._errors import StoreError
 from epochal.store._format import Column
 from epochal.store._ingest import Part
+from epochal.store._record_blocks import Block, from_records
 
 __all__ = ["default_workers", "parallel_blocks"]
 

@@ -85,11 +85,11 @@ class _SourceError(StoreError):
 def _build(cfg: BuildConfig, shard_size: int) -> int:
     from tqdm import tqdm
 
-    from epochal.store._record_blocks import Blocks
     from epochal.store._build_pool import default_workers, parallel_blocks
     from epochal.store._format import MANIFEST_NAME
     from epochal.store._fs import locate
     from epochal.store._ingest import ingest
+    from epochal.store._record_blocks import Blocks
     from epochal.store._writer import write
 
     if not cfg.overwrite and locate(cfg.dest).exists(MANIFEST_NAME):  # fail before any work

@@ -16,10 +16,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from epochal.store._record_blocks import Block, Blocks
 from epochal.store._errors import StoreError
 from epochal.store._format import MANIFEST_NAME
 from epochal.store._fs import locate
+from epochal.store._record_blocks import Block, Blocks
 from epochal.store._writer import DEFAULT_SHARD_SIZE, write
 
 __all__ = ["refuse_finished_store", "write_partition"]

@@ -187,16 +187,47 @@ class Shard:
     records: int
     bytes: int
     xxh3: str
+    # optional (added with issue #11): records per granule and the xxh3 of the shard's
+    # granule sidecar (see store/_blocks.py); without them remote reads fetch whole shards
+    granule_records: int | None = None
+    granules_xxh3: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "records": self.records, "bytes": self.bytes, "xxh3": self.xxh3}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "records": self.records,
+            "bytes": self.bytes,
+            "xxh3": self.xxh3,
+        }
+        if self.granules_xxh3 is not None:
+            out["granule_records"] = self.granule_records
+            out["granules_xxh3"] = self.granules_xxh3
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Shard:
         """Parse a shard entry; ValueError naming the field when it is not a valid one."""
         check_shard_entry(data)
+        granule_records = data.get("granule_records")
+        granules_xxh3 = data.get("granules_xxh3")
+        if granules_xxh3 is not None or granule_records is not None:
+            if not _is_int(granule_records) or not 1 <= granule_records <= data["records"]:
+                raise ValueError(
+                    f"shard {data['name']}: granule_records must be an integer in "
+                    f"[1, {data['records']}], got {granule_records!r}"
+                )
+            if not isinstance(granules_xxh3, str) or not _XXH3.match(granules_xxh3):
+                raise ValueError(
+                    f"shard {data['name']}: granules_xxh3 must be 16 hex digits, got "
+                    f"{granules_xxh3!r}"
+                )
         return cls(
-            name=data["name"], records=data["records"], bytes=data["bytes"], xxh3=data["xxh3"]
+            name=data["name"],
+            records=data["records"],
+            bytes=data["bytes"],
+            xxh3=data["xxh3"],
+            granule_records=granule_records,
+            granules_xxh3=granules_xxh3,
         )
 
 

@@ -7,9 +7,7 @@ full xxh3-64 checksum and a check of every value (offsets, UTF-8 of str columns)
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,11 +15,11 @@ import pyarrow as pa
 import xxhash
 
 from epochal.store._checks import check_shard
-from epochal.store._errors import CorruptStoreError, StoreWarning
+from epochal.store._errors import CorruptStoreError
 from epochal.store._format import SHARDS_DIR, Manifest, Shard
 from epochal.store._fs import Location, locate
 from epochal.store._reader import _OpenShard, read_manifest
-from epochal.store._remote import ShardCache, hash_file
+from epochal.store._remote import ShardCache
 
 __all__ = ["verify", "verify_cache"]
 
@@ -135,25 +133,5 @@ def verify_cache(
     manifest = read_manifest(loc)
     if loc.is_local:
         return 0, []
-    cache = ShardCache(loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir))
-    checked, removed = 0, []
-    for shard in manifest.shards:
-        path = cache.local_path(shard)
-        try:
-            got = hash_file(path)
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            got = (-1, f"unreadable ({err})")
-        checked += 1
-        if got != (shard.bytes, shard.xxh3):
-            warnings.warn(
-                f"the cached copy {path} of shard {SHARDS_DIR}/{shard.name} of {loc.url} is corrupt "
-                f"({got[0]} bytes with xxh3 {got[1]}); removed, the next read downloads it again",
-                StoreWarning,
-                stacklevel=2,
-            )
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            removed.append(shard.name)
-    return checked, removed
+    cache = ShardCache(loc, manifest, cache_dir=None if cache_dir is None else os.fspath(cache_dir))
+    return cache.check_cached()

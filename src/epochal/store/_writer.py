@@ -41,7 +41,7 @@ import pyarrow as pa
 import xxhash
 
 from epochal.sources._hf import hf_records, is_hf_dataset
-from epochal.store._record_blocks import Blocks, write_block_shards
+from epochal.store._blocks import write_block_index
 from epochal.store._columns import ColumnBuilder, arrow_schema
 from epochal.store._errors import StoreError
 from epochal.store._format import (
@@ -61,6 +61,7 @@ from epochal.store._format import (
 )
 from epochal.store._fs import Location, locate
 from epochal.store._lease import BUILDS_DIR, Lease, fresh_listing, live_leases, new_build_id
+from epochal.store._record_blocks import Blocks, write_block_shards
 
 __all__ = ["DEFAULT_SHARD_SIZE", "merge", "write"]
 
@@ -497,4 +498,12 @@ def _flush(
         out.write_batch(batch)
     data = sink.getvalue()
     loc.put(data, SHARDS_DIR, name)
-    return Shard(name=name, records=n, bytes=data.size, xxh3=xxhash.xxh3_64_hexdigest(data))
+    granule_records, granules_xxh3 = write_block_index(loc, name, data, columns, n)
+    return Shard(
+        name=name,
+        records=n,
+        bytes=data.size,
+        xxh3=xxhash.xxh3_64_hexdigest(data),
+        granule_records=granule_records,
+        granules_xxh3=granules_xxh3,
+    )
