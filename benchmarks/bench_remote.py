@@ -56,7 +56,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests" / "store"))
 
 from disk_env import PeakSampler, cannot_mount_reason, tmpfs, tree_bytes  # noqa: E402
-from s3_env import CountingProxy, fetch_traffic, moto_server  # noqa: E402
+from s3_env import CountingProxy, fetch_traffic, free_port, moto_server  # noqa: E402
 
 IMAGE_BYTES = 3072
 SYSTEMS = ("epochal", "streaming", "litdata")
@@ -501,7 +501,7 @@ def run_one(setup: Setup, run: Run) -> dict[str, Any]:
                 rank_root.mkdir(parents=True)
                 disks.append("")
                 disk_mode = "files" if run.net != "local" else "none"
-        specs = []
+        specs, master_port = [], str(free_port())  # streaming's W = 2 joins a gloo group
         for rank in range(run.world):
             endpoint = proxies[rank].endpoint_url if proxies else ""
             spec = {
@@ -518,6 +518,8 @@ def run_one(setup: Setup, run: Run) -> dict[str, Any]:
                     "AWS_DEFAULT_REGION": "us-east-1", "S3_ENDPOINT_URL": endpoint,
                     "AWS_ENDPOINT_URL": endpoint, "RANK": str(rank), "WORLD_SIZE": str(run.world),
                     "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "NODE_RANK": str(rank),
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": master_port,
+                    "AWS_ALLOW_HTTP": "true",  # litdata's obstore path refuses http:// otherwise
                 },
             }  # fmt: skip
             specs.append(spec)
@@ -658,7 +660,17 @@ def _fmt(x: Any, spec: str, none: str = "-") -> str:
     return format(x, spec)
 
 
-def table(results: list[tuple[Run, dict[str, Any]]], ref_tv: float) -> list[list[str]]:
+def _note(errors: list[str], error: str | None) -> str:
+    if not error:
+        return "-"
+    errors.append(error)
+    return f"error {len(errors)}"
+
+
+def table(
+    results: list[tuple[Run, dict[str, Any]]], ref_tv: float, errors: list[str]
+) -> list[list[str]]:
+    """The report's rows; the text of each failed measurement goes to ``errors``."""
     local = {
         (r.system, r.workers, r.world): res["samples_per_s"]
         for r, res in results
@@ -672,7 +684,8 @@ def table(results: list[tuple[Run, dict[str, Any]]], ref_tv: float) -> list[list
             continue
         head = [run.system, run.net, f"{run.cache:.0%}", str(run.workers), str(run.world)]
         if "error" in res:
-            rows.append([*head, f"error: {res['error'][:120]}", *[""] * 8])
+            rows.append([*head, f"error {len(errors) + 1}", *[""] * 8])
+            errors.append(res["error"])
             continue
         part = "" if res["complete"] else f" in {res['fraction']:.0%}"
         base = local.get((run.system, run.workers, run.world))
@@ -682,7 +695,7 @@ def table(results: list[tuple[Run, dict[str, Any]]], ref_tv: float) -> list[list
             _fmt(res["samples_per_s"], ",.0f"),
             _fmt(res["samples_per_s"] / base if base else None, ".2f") + ("x" if base else ""),
             _fmt(res["first_batch"], ".2f"),
-            _fmt(res["resume_first_batch"], ".2f", res["resume_error"] or "-")[:60],
+            _fmt(res["resume_first_batch"], ".2f", _note(errors, res["resume_error"])),
             _fmt(res["resume_bytes_ratio"], ".2f"),
             _fmt(res["tv"] / ref_tv, ".2f") + "x",
             _fmt(res["disk_peak_ratio"], ".2f") + "x",
@@ -700,12 +713,6 @@ def _text(rows: list[list[str]]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _markdown(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows[1:]]
-    return "\n".join(out)
 
 
 def plot(results: list[tuple[Run, dict[str, Any]]], path: Path) -> str:
@@ -741,7 +748,7 @@ def plot(results: list[tuple[Run, dict[str, Any]]], path: Path) -> str:
 
 
 def write_report(
-    args: argparse.Namespace, setup: Setup, text: str, md: str, plot_note: str, ref_tv: float,
+    args: argparse.Namespace, setup: Setup, text: str, plot_note: str, ref_tv: float,
     code: str, wall: float,
 ) -> Path:  # fmt: skip
     out = Path(args.out)
@@ -771,8 +778,6 @@ every record delivered exactly once across ranks.
 ```
 {text}
 ```
-
-{md}
 
 {plot_note}
 """
@@ -850,13 +855,15 @@ def main(argv: list[str]) -> int:
         finally:
             for process in setup.ranks.values():
                 process.close()
-    rows = table(results, ref_tv)
-    text = _text(rows)
+    errors: list[str] = []
+    rows = table(results, ref_tv, errors)
+    text = _text(rows) + "".join(f"\nerror {i}: {e}" for i, e in enumerate(errors, 1))
     print(text)
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     note = plot(results, out.with_suffix(".png"))
     code = args.code or _git_code()
-    path = write_report(args, setup, text, _markdown(rows), note, ref_tv, code,
+    path = write_report(args, setup, text, note, ref_tv, code,
                         time.perf_counter() - start)  # fmt: skip
     print(f"report: {path} ({note})")
     return 0
