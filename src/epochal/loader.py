@@ -21,6 +21,7 @@ import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from epochal._errors import Error, StateError
+from epochal._windows import EpochWindows, WindowedOrder, WindowFeed, WindowLayout
 from epochal.order import Order, make_order
 from epochal.plan import Plan
 from epochal.rng import GlobalRNGs, SampleRNGs, sample_seed
@@ -43,7 +44,9 @@ STATE_KEYS = (
     "global_batch_size",
     "shuffle",
     "drop_last",
+    "windows",
 )
+WINDOWS_KEY = "windows"  # the current epoch's windowed-order layout, None for the plain order
 SAMPLER_KEY = "sampler"  # only in the states of loaders with a sampler: its description
 INDEX_KEY = "_index"  # with_index=True: the record index of each sample
 _ORDER_BLOCK = 65_536  # positions whose order the batch sampler computes in one call
@@ -67,9 +70,10 @@ class _BatchSampler:
         self.plan: Plan | None = None
         self.order: Order | None = None
         self.epoch = 0
+        self.feed: WindowFeed | None = None  # windowed reads: tells the source what comes next
 
     def __iter__(self) -> Iterator[_Request]:
-        plan, order, epoch = self.plan, self.order, self.epoch
+        plan, order, epoch, feed = self.plan, self.order, self.epoch, self.feed
         assert plan is not None and order is not None
         # the order is computed for a block of batches at once: one vectorised call per
         # ~64K positions instead of one per batch keeps its cost per index near ~25 ns
@@ -83,9 +87,13 @@ class _BatchSampler:
             if first < full:
                 positions = plan.full_positions(first, min(stop, full))
                 rows = order.index(positions.ravel()).reshape(positions.shape)
-                for batch_indices in rows:
+                for batch_positions, batch_indices in zip(positions, rows):
+                    if feed is not None:
+                        feed.before(batch_positions)
                     yield _Request(epoch, batch_indices, 0)
             for k in range(max(first, full), stop):  # the final partial batch, if any
+                if feed is not None:
+                    feed.before(plan.positions(k))
                 yield _Request(epoch, order.index(plan.positions(k)), plan.repeats(k))
 
     def __len__(self) -> int:
@@ -264,6 +272,13 @@ class Loader:
     missing one. A loader with a sampler (weighted sampling, a mixture) adds the key
     ``"sampler"``, the sampler's description, and refuses a state taken with another
     sampler (or without one); ``position`` then counts the sampler's positions.
+    ``"windows"`` is the current epoch's windowed-order layout (None for the plain order):
+    a source that reads a store larger than its cache gives a read hint, and with
+    ``shuffle=True`` and no sampler the loader then reads it window by window (see
+    :mod:`epochal._windows` and :meth:`describe`). A load keeps the state's layout for the
+    rest of its epoch, on any topology (exact; only the byte saving degrades); the next
+    epoch chooses anew. A state without ``"windows"`` predates windowed orders and is
+    loaded as a plain-order state.
 
     Args:
         source: a Source (``__len__``, ``__getitem__``; see :class:`epochal.Source`).
@@ -358,6 +373,7 @@ class Loader:
         self._position = 0
         self._generation = 0
         self._sampler = _BatchSampler()
+        self._windows = EpochWindows()
         self._fetcher = _Fetcher(
             source,
             seed=seed,
@@ -436,13 +452,19 @@ class Loader:
         generation = self._generation
         plan = self.plan()
         self._sampler.plan = plan
-        if self.sampler is None:
+        layout = self._window_layout()
+        if layout is not None:
+            order: Order = WindowedOrder(layout, seed=self.seed, epoch=self._epoch)
+        elif self.sampler is None:
             order = make_order(
                 self.num_records, seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
             )
         else:
             order = self.sampler.order(seed=self.seed, epoch=self._epoch, shuffle=self.shuffle)
         self._sampler.order = order
+        self._sampler.feed = None
+        if isinstance(order, WindowedOrder):
+            self._sampler.feed = WindowFeed(self.source, order, plan, self._windows.ids)
         self._sampler.epoch = self._epoch
         return self._run(plan, generation)
 
@@ -515,6 +537,7 @@ class Loader:
             "global_batch_size": self.global_batch_size,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            WINDOWS_KEY: self._windows_state(),
         }
         if self.sampler is not None:
             state[SAMPLER_KEY] = self.sampler.state()
@@ -530,7 +553,8 @@ class Loader:
         if not isinstance(state, Mapping):
             raise StateError(f"a Loader state must be a dict, got {type(state).__name__}")
         keys = STATE_KEYS if self.sampler is None else (*STATE_KEYS, SAMPLER_KEY)
-        missing = [key for key in keys if key not in state]
+        # a state without "windows" predates windowed orders: it is a plain-order state
+        missing = [key for key in keys if key not in state and key != WINDOWS_KEY]
         unknown = sorted(set(state) - set(keys))
         if missing or unknown:
             hint = ""
@@ -570,9 +594,51 @@ class Loader:
                 f"Loader state has position {position!r}; expected an integer in "
                 f"[0, {self.samples_per_epoch}]"
             )
+        self._load_windows(state.get(WINDOWS_KEY), epoch=epoch)
         self._generation += 1
         self._epoch = epoch
         self._position = position
+
+    # -- issue #11: windowed reads of stores larger than their cache --------------------------
+    # The logic lives in epochal._windows; the loader only asks it for the epoch's layout.
+
+    def _window_layout(self) -> WindowLayout | None:
+        """The current epoch's windowed-order layout, or None for the plain order."""
+        return self._windows.layout(
+            self.source,
+            epoch=self._epoch,
+            usable=self.shuffle and self.sampler is None,
+            num_records=self.num_records,
+            batch_size=self.batch_size,
+            world_size=self.world_size,
+        )
+
+    def _windows_state(self) -> dict[str, int] | None:
+        self._window_layout()
+        return self._windows.state()
+
+    def _load_windows(self, value: Any, *, epoch: int) -> None:
+        usable = self.shuffle and self.sampler is None
+        self._windows.load(value, epoch=epoch, num_records=self.num_records, usable=usable)
+
+    def describe(self) -> str:
+        """A few lines saying how this loader reads: topology, batches, the order and, for a
+        store larger than its cache, the windows it reads (blocks, sizes, mixing)."""
+        if self._window_layout() is not None:
+            order = self._windows.describe()
+        elif self.sampler is not None:
+            order = f"sampler {type(self.sampler).__name__} (shuffle={self.shuffle})"
+        else:
+            order = "global shuffle" if self.shuffle else "source order (shuffle=False)"
+        return "\n".join(
+            [
+                f"Loader over {self.num_records} records ({type(self.source).__name__}), seed {self.seed}",
+                f"  batches: {self.batch_size} per rank x world_size {self.world_size} (rank "
+                f"{self.rank}), {self.batches_per_epoch} per epoch, drop_last={self.drop_last}",
+                f"  position: epoch {self._epoch}, {self._position} samples in",
+                f"  order: {order}",
+            ]
+        )
 
     def __repr__(self) -> str:
         return (

@@ -6,6 +6,7 @@ and several processes sharing one cache without double downloads or torn files.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import uuid
@@ -42,14 +43,11 @@ def test_round_trip_on_s3(s3, tmp_path, shard_size):
     assert_columns_equal(store.get_columns(indices), indices)
     for got, i in zip(store.get_many(indices[:5]), indices[:5], strict=True):
         assert_record_equal(got, make_record(int(i)))
-    cached = [
-        f
-        for d in (tmp_path / "cache").iterdir()
-        if d.is_dir()
-        for f in d.iterdir()
-        if f.suffix == ".arrow"
-    ]
-    assert len(cached) == len(manifest.shards)
+    # one verified file per granule (a few records read with range requests), nothing else
+    assert_columns_equal(store.get_columns(np.arange(n)), np.arange(n))
+    cached = [f for f in (tmp_path / "cache").rglob("*.unit")]
+    granules = sum(-(-s.records // s.granule_records) for s in manifest.shards)
+    assert len(cached) == granules
     # the cache alone serves a reopened store: the bucket's shards are no longer needed
     s3["fs"].rm(f"{url}/shards", recursive=True)
     again = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path / "cache")
@@ -61,17 +59,20 @@ def test_corrupt_or_missing_remote_shard_is_named_and_not_cached(s3, tmp_path):
     manifest = epochal.write(
         (make_record(i) for i in range(30)), url, shard_size=600, storage_options=s3["options"]
     )
-    first, second = manifest.shards[0].name, manifest.shards[1].name
-    data = bytearray(s3["fs"].cat_file(f"{url}/shards/{first}"))
-    data[len(data) // 3] ^= 0x01
-    s3["fs"].pipe_file(f"{url}/shards/{first}", bytes(data))
+    first, second = manifest.shards[0], manifest.shards[1].name
+    # flip a byte of record 0's image: range reads fetch and check exactly that granule
+    index = json.loads(s3["fs"].cat_file(f"{url}/blocks/{first.name}.json"))
+    image = [c.name for c in manifest.columns].index("image")
+    data = bytearray(s3["fs"].cat_file(f"{url}/shards/{first.name}"))
+    data[index["columns"][image]["rows"][0] + 5] ^= 0x01
+    s3["fs"].pipe_file(f"{url}/shards/{first.name}", bytes(data))
     s3["fs"].rm_file(f"{url}/shards/{second}")
     store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path)
-    with pytest.raises(CorruptStoreError, match=f"shard shards/{first} of {url} is corrupt"):
+    with pytest.raises(CorruptStoreError, match=f"shard shards/{first.name} of {url} is corrupt"):
         store[0]
     with pytest.raises(CorruptStoreError, match=f"shard shards/{second} of {url} is missing"):
         store.get_columns(np.array([len(store) - 1, manifest.shards[0].records]))
-    assert not [*tmp_path.rglob("*.arrow"), *tmp_path.rglob("*.tmp-*")]
+    assert not [*tmp_path.rglob(f"b-{first.xxh3}-0.unit"), *tmp_path.rglob("*.tmp-*")]
     with pytest.raises(CorruptStoreError, match=f"2 of {len(manifest.shards)} shards are bad"):
         epochal.verify(url, storage_options=s3["options"])
 
@@ -85,20 +86,20 @@ def test_cache_is_size_bounded(s3, tmp_path):
     bound = 3 * biggest
     store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path, cache_size=bound)
     assert_columns_equal(store.get_columns(np.arange(60)), np.arange(60))
-    cached = [f.stat().st_size for f in tmp_path.rglob("*.arrow")]
+    cached = [f.stat().st_blocks * 512 for f in tmp_path.rglob("*") if f.is_file()]
     assert 0 < sum(cached) <= bound < manifest.num_bytes
 
 
 def _read_all_in_child(url: str, options: dict[str, Any], cache: str, log: str, queue: Any) -> None:
-    original = ShardCache._download
+    original = ShardCache._store
 
-    def counting(self: ShardCache, shard: Any, path: str) -> None:
-        original(self, shard, path)
+    def counting(self: ShardCache, path: str, raw: bytes, **kwargs: Any) -> None:
+        original(self, path, raw, **kwargs)
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, f"{shard.name}\n".encode())
+        os.write(fd, f"{os.path.basename(path)}\n".encode())
         os.close(fd)
 
-    ShardCache._download = counting  # type: ignore[method-assign]
+    ShardCache._store = counting  # type: ignore[method-assign]
     store = epochal.open(url, storage_options=options, cache_dir=cache)
     order = np.random.default_rng(os.getpid()).permutation(len(store))
     queue.put(store.get_columns(order)["label"].tolist() == order.tolist())
@@ -127,7 +128,14 @@ def test_processes_share_one_cache_without_double_downloads(s3, tmp_path):
         assert child.exitcode == 0
     assert results == [True] * 3
     downloads = Path(log).read_text().split()
-    assert sorted(downloads) == sorted(s.name for s in manifest.shards)  # each shard exactly once
+    cached = sorted(
+        f.name
+        for f in (tmp_path / "cache").rglob("*")
+        if f.is_file() and not f.name.startswith(".")
+    )
+    granules = sum(-(-s.records // s.granule_records) for s in manifest.shards)
+    assert len(cached) == granules + 2 * len(manifest.shards)  # + a granule index and head each
+    assert sorted(downloads) == cached  # each unit downloaded exactly once
     assert not [f for f in (tmp_path / "cache").rglob("*.tmp-*")]
 
 
@@ -150,19 +158,19 @@ def test_loader_over_s3_with_workers(s3, tmp_path):
     assert sorted(seen) == list(range(n))
 
 
-def test_shard_evicted_between_fetch_and_map_is_fetched_again(s3, tmp_path, monkeypatch):
+def test_unit_evicted_between_fetch_and_read_is_fetched_again(s3, tmp_path, monkeypatch):
     url = _url()
     epochal.write((make_record(i) for i in range(10)), url, storage_options=s3["options"])
     store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path)
-    original, calls = ShardCache.fetch, []
+    original, calls = ShardCache.ensure, []
 
-    def fetch_then_evict(self: ShardCache, shard: Any, **kwargs: Any) -> str:
-        path = original(self, shard, **kwargs)
+    def fetch_then_evict(self: ShardCache, k: int, u: int) -> str:
+        path = original(self, k, u)
         calls.append(path)
         if len(calls) == 1:
             os.unlink(path)  # another process's eviction, right after our fetch
         return path
 
-    monkeypatch.setattr(ShardCache, "fetch", fetch_then_evict)
+    monkeypatch.setattr(ShardCache, "ensure", fetch_then_evict)
     assert_record_equal(store[7], make_record(7))
     assert len(calls) == 2

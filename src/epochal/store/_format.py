@@ -108,9 +108,22 @@ class Shard:
     records: int
     bytes: int
     xxh3: str
+    # optional (added with issue #11): records per granule and the xxh3 of the shard's
+    # granule sidecar (see store/_blocks.py); without them remote reads fetch whole shards
+    granule_records: int | None = None
+    granules_xxh3: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "records": self.records, "bytes": self.bytes, "xxh3": self.xxh3}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "records": self.records,
+            "bytes": self.bytes,
+            "xxh3": self.xxh3,
+        }
+        if self.granules_xxh3 is not None:
+            out["granule_records"] = self.granule_records
+            out["granules_xxh3"] = self.granules_xxh3
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Shard:
@@ -121,6 +134,10 @@ class Shard:
             records=int(data["records"]),
             bytes=int(data["bytes"]),
             xxh3=str(data["xxh3"]),
+            granule_records=None
+            if data.get("granule_records") is None
+            else int(data["granule_records"]),
+            granules_xxh3=None if data.get("granules_xxh3") is None else str(data["granules_xxh3"]),
         )
         if "/" in shard.name or shard.name.startswith(".") or shard.records < 0 or shard.bytes < 0:
             raise ValueError(f"bad shard entry {data!r}")

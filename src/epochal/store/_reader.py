@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from epochal._gather import AddressSpace, RecordLayout
+from epochal.store._blocks import ShardHead, _Col
 from epochal.store._columns import ColumnView, arrow_schema, as_records
 from epochal.store._errors import CorruptStoreError, StoreError
 from epochal.store._format import MANIFEST_NAME, PARTITIONS_DIR, SHARDS_DIR, Column, Manifest, Shard
@@ -131,6 +132,9 @@ class StoreSource:
             raise IndexError(
                 f"record index {index} is out of range for a store of {self._n} records"
             )
+        if self._cache is not None:
+            cols = self._cache.gather(np.array([i], dtype=np.int64), self._starts)
+            return {name: col[0] for name, col in cols.items()}
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         shard = self._shard(k)
         local = i - int(self._starts[k])
@@ -147,16 +151,18 @@ class StoreSource:
         gather too, then copy each record's bytes out.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        # one check for both ends: negative indices wrap around to huge unsigned values
+        if idx.size and int(idx.view(np.uint64).max()) >= self._n:
+            bad = idx[(idx < 0) | (idx >= self._n)][0]
+            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
+        if self._cache is not None:  # remote: read from the cached units, nothing mapped
+            return self._cache.gather(idx, self._starts)
         if idx.size == 0:
             views = self._shard(0).views
             return {
                 c.name: as_records(c, v.rows[:0]) if v.rows is not None else []
                 for c, v in zip(self.columns, views, strict=True)
             }
-        # one check for both ends: negative indices wrap around to huge unsigned values
-        if int(idx.view(np.uint64).max()) >= self._n:
-            bad = idx[(idx < 0) | (idx >= self._n)][0]
-            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
         sid, local, layout = self._locate(idx)
         space = layout.space
         out: dict[str, np.ndarray | list[Any]] = {}
@@ -235,22 +241,59 @@ class StoreSource:
         return self.manifest.metadata
 
     def verify(self) -> None:
-        """Check every shard's size and full xxh3-64 checksum, then its structure."""
+        """Check every shard's size and full xxh3-64 checksum, then its structure.
+
+        Remote stores are hashed straight from the bucket (not through the cache), with
+        their granule indexes and heads.
+        """
+        if self._cache is not None:
+            for k in range(len(self.manifest.shards)):
+                self._cache.verify_shard(k)
+            return
         for k, shard in enumerate(self.manifest.shards):
             where = self._where(shard)
-            if self._cache is not None:
-                self._cache.fetch(shard, recheck=True)
-            else:
-                try:
-                    got = hash_file(self._loc.path(SHARDS_DIR, shard.name))
-                except FileNotFoundError:
-                    raise CorruptStoreError(f"shard {where} is missing") from None
-                if got != (shard.bytes, shard.xxh3):
-                    raise CorruptStoreError(
-                        f"shard {where} is corrupt: {got[0]} bytes with xxh3 {got[1]}, the manifest says "
-                        f"{shard.bytes} bytes with xxh3 {shard.xxh3}"
-                    )
+            try:
+                got = hash_file(self._loc.path(SHARDS_DIR, shard.name))
+            except FileNotFoundError:
+                raise CorruptStoreError(f"shard {where} is missing") from None
+            if got != (shard.bytes, shard.xxh3):
+                raise CorruptStoreError(
+                    f"shard {where} is corrupt: {got[0]} bytes with xxh3 {got[1]}, the manifest says "
+                    f"{shard.bytes} bytes with xxh3 {shard.xxh3}"
+                )
             self._shard(k)
+
+    # -- windowed reading (object storage larger than the cache) ---------------------------
+
+    def read_hint(self) -> Any:
+        """What a windowed order needs to know, or None when the plain global order is fine.
+
+        None for local stores and for remote stores whose units all fit the cache; else
+        a ``ReadHint`` (see ``epochal._windows``) with the mean stored bytes per record,
+        the cache bound and the smallest record range fetched and verified as one unit
+        (a granule; a whole shard for stores written without granule indexes).
+        """
+        cache = self._cache
+        if cache is None or cache.store_bytes_on_disk() <= cache.max_bytes:
+            return None
+        from epochal._windows import ReadHint
+
+        return ReadHint(
+            record_bytes=self.manifest.num_bytes / max(self._n, 1),
+            cache_bytes=cache.max_bytes,
+            min_block_records=cache.min_block_records,
+        )
+
+    def schedule(self, ranges: np.ndarray, *, window: int) -> None:
+        """Fetch the record ranges ``ranges`` (int64 ``(k, 2)``, [start, stop)) that this
+        rank reads in ``window`` ahead, on a thread pool; returns at once. Local: no-op."""
+        if self._cache is not None:
+            self._cache.schedule(ranges, self._starts, window=window)
+
+    def retire(self, *, window: int) -> None:
+        """Every range scheduled for windows <= ``window`` may be evicted from now on."""
+        if self._cache is not None:
+            self._cache.retire(window=window)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -270,21 +313,11 @@ class StoreSource:
         if opened is not None:
             return opened
         shard = self.manifest.shards[k]
-        if self._cache is None:
-            opened = _OpenShard(
-                self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
-            )
-        else:
-            path = self._cache.fetch(shard)
-            try:
-                opened = _OpenShard(path, shard, self.columns, self._where(shard))
-            except CorruptStoreError:
-                if os.path.exists(path):
-                    raise
-                # evicted by another process between fetch and map: fetch it again
-                opened = _OpenShard(
-                    self._cache.fetch(shard), shard, self.columns, self._where(shard)
-                )
+        # remote stores never get here: their reads go through the cache (see get_columns)
+        assert self._cache is None, "remote shards are read from the cache, not mapped"
+        opened = _OpenShard(
+            self._loc.path(SHARDS_DIR, shard.name), shard, self.columns, self._where(shard)
+        )
         self._open[k] = opened
         self._layout = None
         return opened
@@ -317,6 +350,38 @@ class StoreSource:
     def __repr__(self) -> str:
         cols = ", ".join(f"{c.name}={c.describe()}" for c in self.columns)
         return f"StoreSource({self.url!r}, n={self._n}, shards={len(self.manifest.shards)}, {cols})"
+
+
+def shard_head_of_file(
+    path: str, shard: Shard, columns: tuple[Column, ...], where: str
+) -> ShardHead:
+    """A whole cached shard's buffer positions, offsets and bits, checked like a local shard.
+
+    The file is mapped only for the checks and unmapped before returning, so the cache
+    can evict it without leaving its blocks held by this process.
+    """
+    opened = _OpenShard(path, shard, columns, where)
+    try:
+        opened._map.seek(0)
+        base = opened._map.read_buffer(1).address  # a zero-copy slice: where the map starts
+        cols: list[_Col] = []
+        for column, view in zip(columns, opened.views, strict=True):
+            if view.offsets is not None:
+                assert view.data is not None
+                pos = view.data.ctypes.data - base if int(view.offsets[-1]) else 0
+                cols.append(_Col("var", pos, 0, offsets=view.offsets.copy()))
+            elif column.kind == "scalar" and column.numpy_dtype.kind == "b":
+                assert view.rows is not None
+                cols.append(_Col("bits", 0, 0, bits=np.asarray(view.rows, dtype=bool).copy()))
+            else:
+                assert view.rows is not None
+                cols.append(_Col("rows", view.rows.ctypes.data - base, column.itemsize))
+    finally:
+        opened.views = []
+        opened._map.close()
+    return ShardHead(
+        cols, records=shard.records, granule_records=max(shard.records, 1), granules=None
+    )
 
 
 def read_manifest(loc: Location) -> Manifest:
@@ -363,7 +428,10 @@ def open_store(
     cache = None
     if not loc.is_local:
         cache = ShardCache(
-            loc, cache_dir=None if cache_dir is None else os.fspath(cache_dir), max_bytes=cache_size
+            loc,
+            manifest,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            max_bytes=cache_size,
         )
     source = StoreSource(loc, manifest, cache=cache)
     if verify:

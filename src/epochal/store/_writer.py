@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal.store._blocks import write_block_index
 from epochal.store._columns import ColumnBuilder, arrow_schema
 from epochal.store._errors import StoreError
 from epochal.store._format import (
@@ -272,4 +273,12 @@ def _flush(
     data = sink.getvalue()
     name = f"{_shard_prefix(partition)}{seq:06d}.arrow"
     loc.put(data, SHARDS_DIR, name)
-    return Shard(name=name, records=n, bytes=data.size, xxh3=xxhash.xxh3_64_hexdigest(data))
+    granule_records, granules_xxh3 = write_block_index(loc, name, data, columns, n)
+    return Shard(
+        name=name,
+        records=n,
+        bytes=data.size,
+        xxh3=xxhash.xxh3_64_hexdigest(data),
+        granule_records=granule_records,
+        granules_xxh3=granules_xxh3,
+    )
