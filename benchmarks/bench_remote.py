@@ -236,10 +236,12 @@ def _arrays(batch: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(batch["label"]).reshape(-1), np.asarray(batch["index"]).reshape(-1)
 
 
-def _traffic(spec: dict[str, Any]) -> int:
+def _traffic(spec: dict[str, Any]) -> tuple[int, int]:
+    """(GET bytes, GET requests) this rank's proxy has delivered for the store so far."""
     if spec["net"] == "local":
-        return 0
-    return fetch_traffic(spec["options"]["endpoint_url"], spec["prefix"]).bytes
+        return 0, 0
+    got = fetch_traffic(spec["options"]["endpoint_url"], spec["prefix"])
+    return got.bytes, got.requests
 
 
 def _epoch(spec: dict[str, Any], cache: str) -> dict[str, Any]:
@@ -276,7 +278,8 @@ def _epoch(spec: dict[str, Any], cache: str) -> dict[str, Any]:
         "samples": int(all_indices.size),
         "labels": [b.tolist() for b in labels],
         "indices_file": _save_indices(spec, all_indices),
-        "bytes": _traffic(spec),
+        "bytes": _traffic(spec)[0],
+        "requests": _traffic(spec)[1],
         "disk_peak": sampler.peak_above_baseline,
         "disk_samples": sampler.samples,
         "state": _jsonable(state),
@@ -310,7 +313,7 @@ def _resume(spec: dict[str, Any], cache: str, state: Any) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     with contextlib.suppress(Exception):
         del it
-    return {"first_batch": seconds, "bytes": _traffic(spec) - before}
+    return {"first_batch": seconds, "bytes": _traffic(spec)[0] - before[0]}
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -564,6 +567,7 @@ def _combine(
         "every_record_once": once,
         # not scaled up when an epoch was cut short: many readers fetch most bytes early
         "bytes_ratio": sum(e["bytes"] for e in epochs) / store_bytes,
+        "requests": sum(e.get("requests", 0) for e in epochs),
         "samples_per_s": statistics.median(e["samples"] / e["seconds"] for e in epochs),
         "first_batch": max(e["first_batch"] or float("nan") for e in epochs),
         "resume_first_batch": None if resume_errors else max(x["first_batch"] for x in resumes),
@@ -676,7 +680,7 @@ def table(
         for r, res in results
         if r.net == "local" and "error" not in res
     }
-    rows = [["system", "net", "cache", "workers", "W", "bytes/store", "samples/s", "vs local",
+    rows = [["system", "net", "cache", "workers", "W", "bytes/store", "GETs", "samples/s", "vs local",
              "1st batch s", "resume 1st s", "resume bytes/store", "mixing", "disk peak/bound",
              "once"]]  # fmt: skip
     for run, res in results:
@@ -684,7 +688,7 @@ def table(
             continue
         head = [run.system, run.net, f"{run.cache:.0%}", str(run.workers), str(run.world)]
         if "error" in res:
-            rows.append([*head, f"error {len(errors) + 1}", *[""] * 8])
+            rows.append([*head, f"error {len(errors) + 1}", *[""] * 9])
             errors.append(res["error"])
             continue
         part = "" if res["complete"] else f" in {res['fraction']:.0%}"
@@ -692,6 +696,7 @@ def table(
         rows.append([
             *head,
             _fmt(res["bytes_ratio"], ".2f") + "x" + part,
+            f"{res['requests']:,}",
             _fmt(res["samples_per_s"], ",.0f"),
             _fmt(res["samples_per_s"] / base if base else None, ".2f") + ("x" if base else ""),
             _fmt(res["first_batch"], ".2f"),
@@ -766,7 +771,8 @@ one shuffled epoch per run (time limit {args.time_limit:g} s; "in 40%": the byte
 part read before the limit). Whole run: {wall:.0f} s. Shared 2-core machine: timings are noisy (up to 2x);
 bytes, mixing and disk figures are not.
 
-Columns: bytes/store = GET bytes of all ranks' epochs / store bytes; vs local = samples/s
+Columns: bytes/store = GET bytes of all ranks' epochs / store bytes; GETs = their GET
+requests; vs local = samples/s
 over the same reader on the local copy (same W, workers, step); 1st batch = seconds to the
 first batch cold (open included); resume = a fresh process with a cold cache resuming at
 the middle of the epoch (seconds to its first batch, and the bytes it fetched until then);

@@ -118,7 +118,10 @@ def test_epochal_store_reads_through_the_proxy_and_is_counted(s3, s3_proxy, tmp_
     got = store.get_columns(np.arange(50))
     np.testing.assert_array_equal(got["label"], np.arange(50))
     shards = proxy.traffic(url.removeprefix("s3://") + "/shards/")
-    assert shards.bytes == manifest.num_bytes  # each shard downloaded once, whole
+    # whole shards or byte ranges, depending on the reader: at least the records' own bytes,
+    # at most each shard once (the cache holds the whole store)
+    assert 50 * (100 * 4 + 8) <= shards.bytes <= manifest.num_bytes
+    assert shards.requests >= 1
 
 
 def test_proxy_stops_by_itself_after_its_lifetime(s3):
