@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["PeakSampler", "cannot_mount_reason", "tmpfs", "tree_bytes", "used_bytes"]
@@ -90,12 +90,21 @@ class PeakSampler:
     Args:
         path: any path on the filesystem to watch.
         interval: seconds between samples.
+        measure: what to sample; :func:`tree_bytes` watches a directory's file sizes instead
+            (where no dedicated filesystem is available; blind to deleted-but-open files).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, interval: float = 0.002) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        interval: float = 0.002,
+        measure: Callable[[str], int] = used_bytes,
+    ) -> None:
         self.path = os.fspath(path)
         self.interval = interval
-        self.baseline = self.peak = used_bytes(self.path)
+        self.measure = measure
+        self.baseline = self.peak = measure(self.path)
         self.samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,7 +112,7 @@ class PeakSampler:
 
     def sample(self) -> int:
         """Take one sample now; returns it."""
-        used = used_bytes(self.path)
+        used = self.measure(self.path)
         with self._lock:
             self.samples += 1
             self.peak = max(self.peak, used)
@@ -114,7 +123,7 @@ class PeakSampler:
             self.sample()
 
     def __enter__(self) -> PeakSampler:
-        self.baseline = self.peak = used_bytes(self.path)
+        self.baseline = self.peak = self.measure(self.path)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="disk-peak", daemon=True)
         self._thread.start()

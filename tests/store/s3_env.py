@@ -137,7 +137,7 @@ def moto_server(*, bucket: str = BUCKET, in_process: bool = True) -> Iterator[S3
         else:
             cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(port, timeout=30, proc=proc)
+        _wait_for_port(port, timeout=180, proc=proc)  # importing moto takes long
         s3 = S3Server(endpoint_url=f"http://127.0.0.1:{port}", bucket=bucket)
         s3fs.S3FileSystem(**s3.options, skip_instance_cache=True).mkdir(bucket)
         yield s3
