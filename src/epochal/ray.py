@@ -24,10 +24,10 @@ from typing import Any
 
 from ray.data import Datasink
 
-from epochal.store._record_blocks import Blocks
 from epochal.store._engine_write import refuse_finished_store, write_partition
 from epochal.store._errors import StoreError
 from epochal.store._format import Manifest
+from epochal.store._record_blocks import Blocks
 from epochal.store._writer import DEFAULT_SHARD_SIZE, merge
 
 __all__ = ["Sink", "write_dataset"]
