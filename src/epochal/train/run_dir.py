@@ -19,10 +19,13 @@ from epochal.train.config import RunConfig, to_dict
 __all__ = ["RESUMABLE_CHANGES", "check_run_dir", "clear_run_dir"]
 
 # Settings a resumed run may change: none of them changes what a checkpoint holds or what
-# the next step computes (a new epochs/max_steps trains shorter or longer). Any other
-# difference from the run directory's config.json refuses the resume.
+# the next step computes (a new epochs/max_steps trains shorter or longer; the per-rank
+# batch size changes with the world size in an elastic resume, and the Loader's own state
+# check refuses a global batch it cannot continue). Any other difference from the run
+# directory's config.json refuses the resume.
 RESUMABLE_CHANGES = frozenset(
     {
+        "data.batch_size",
         "data.num_workers",
         "device",
         "fresh",
