@@ -32,6 +32,13 @@ _README = (ROOT / "README.md").read_text()
 _NOT_RUN = {
     "epochal demo": "the full-size demo takes minutes: tests/train/test_demo.py runs it small",
     "epochal verify s3://bucket/images": "needs a bucket: tests/store runs verify on moto's S3",
+    "epochal verify s3://bucket/images --cache": (
+        "needs a bucket: tests/store/test_store_s3.py checks a remote store's cache on moto's S3"
+    ),
+    "epochal build data.jsonl data/text --workers 8": (
+        "tests/store/test_store_build_workers.py builds JSONL with --workers 1 and 2 and "
+        "compares the fingerprints"
+    ),
 }
 
 

@@ -33,15 +33,15 @@ class BuildConfig:
     """Target size of one shard in MiB."""
     overwrite: bool = False
     """Replace a finished store at DEST."""
-    workers: int | None = None
+    workers: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
     """Processes that parse the input (default: this machine's cores); the store is the same for any number."""
-    tokenizer: str | None = None
+    tokenizer: Annotated[str | None, tyro.conf.arg(metavar="MODULE:FUNCTION")] = None
     """Build a token store from JSONL text with this tokenizer, 'package.module:function' (str -> list[int])."""
     text_field: str = "text"
     """With --tokenizer: the JSONL field holding each document's text."""
-    eos_id: int | None = None
+    eos_id: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
     """With --tokenizer: token appended after every document (the document separator)."""
-    vocab_size: int | None = None
+    vocab_size: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
     """With --tokenizer: vocabulary size (uint16 up to 65,536, else uint32); default: the tokenizer's own."""
     block_tokens: int = 65_536
     """With --tokenizer: tokens per store record (the stream is stored in blocks of this many)."""

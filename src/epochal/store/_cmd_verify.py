@@ -21,7 +21,7 @@ class VerifyConfig:
     """The store: a local path or an fsspec URL."""
     cache: bool = False
     """For a remote store, also check this machine's cached copies of its shards (corrupt ones are removed)."""
-    cache_dir: str | None = None
+    cache_dir: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
     """The shard cache to check (default $EPOCHAL_CACHE or ~/.cache/epochal/stores)."""
 
 
