@@ -625,3 +625,16 @@ def test_two_processes_read_their_own_blocks(tmp_path):
     # 3000 = 125 global batches of 24: no partial batch, every record exactly once
     assert sorted(reads[0] + reads[1]) == list(range(3000))
     _assert_own_blocks(layout, reads, [r["calls"] for r in ranks])
+
+
+def test_describe_says_when_a_layout_misses_the_mixing_goal():
+    # the benchmark's small store: 4-record granules, one 256-record window per rank
+    small = WindowLayout(
+        num_records=4000, block_records=4, window_records=256, world_size=1, batch_size=256
+    )
+    large = WindowLayout(
+        num_records=400_000, block_records=4, window_records=2560, world_size=1, batch_size=256
+    )
+    assert small.mixing_factor > 1.25 and large.mixing_factor < 1.25
+    assert "above the 1.25x goal" in epochal._windows.describe_layout(small)
+    assert "goal" not in epochal._windows.describe_layout(large)

@@ -92,6 +92,7 @@ log = logging.getLogger("epochal")
 
 WINDOWS_IN_CACHE = 3  # the window being read, the next one prefetched, the one in flight
 BLOCKS_PER_BATCH = 2  # blocks per rank-window slice per batch slot: mixing <= sqrt(1.5)x
+MIXING_GOAL = 1.25  # describe_layout says when a layout mixes worse than this
 # salts keep the block, window-slice and final-batch bijections unrelated to each other
 # and to the plain order of the same (seed, epoch)
 _SALT_BLOCKS = 0x6A09E667F3BCC908
@@ -372,6 +373,12 @@ def describe_layout(layout: WindowLayout, hint: ReadHint | None = None) -> str:
         f"{per_rank} per rank{size(per_rank)}, {layout.num_windows} windows per epoch, "
         f"made for world_size {layout.world_size} x batch_size {layout.batch_size}; expected "
         f"batch mixing {layout.mixing_factor:.2f}x a global shuffle's"
+    ) + (
+        ""
+        if layout.mixing_factor <= MIXING_GOAL
+        else f" (above the {MIXING_GOAL}x goal: a rank's window holds only "
+        f"{layout.slice_blocks:.0f} blocks for batches of {layout.batch_size}, too few for "
+        f"this store at this cache size; a larger cache_size or a smaller batch_size mixes better)"
     )
 
 

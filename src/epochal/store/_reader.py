@@ -308,8 +308,11 @@ class StoreSource:
             return None
         from epochal._windows import ReadHint
 
+        # bytes a record takes in the cache, not in the store: each unit is rounded up to
+        # whole 4 KiB pages, a third more for 12 KiB granules, so windows sized from the
+        # store's bytes do not fit three to the cache and evict each other
         return ReadHint(
-            record_bytes=self.manifest.num_bytes / max(self._n, 1),
+            record_bytes=cache.store_bytes_on_disk() / max(self._n, 1),
             cache_bytes=cache.max_bytes,
             min_block_records=cache.min_block_records,
         )

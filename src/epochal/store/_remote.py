@@ -629,9 +629,12 @@ class ShardCache:
             return
         pinned: dict[int, int] = {}  # unit id -> nearest window needing it, or -1: current
         for uids, windows in self._load_pins():
-            current = int(windows.min())
+            # a process holds the window in flight, the one being read and the one ahead
+            # (retired two behind): only the one ahead may give way. Taking the oldest alone
+            # as current let the misses of the batch being read evict that batch's window.
+            newest, oldest = int(windows.max()), int(windows.min())
             for uid, w in zip(uids.tolist(), windows.tolist(), strict=True):
-                mark = -1 if w == current else w
+                mark = -1 if w < newest or w == oldest else w
                 pinned[uid] = min(pinned.get(uid, mark), mark) if uid in pinned else mark
         candidates = []
         for name, held, mtime in entries:
@@ -702,21 +705,23 @@ class ShardCache:
         if state.pool is None:
             state.pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="epochal-prefetch")
         futures = state.futures.setdefault(window, [])
-        seen: set[int] = set()
+        # the window's missing units per shard, each with when it is first read: blocks
+        # next to each other in a shard (from different ranges of the window) become one
+        # run, one range request per column, since requests and not bytes cost the most
+        first: dict[tuple[int, int], int] = {}
         for k, u0, u1 in runs:
-            missing = [
-                u
-                for u in range(u0, u1)
-                if self.unit_id(k, u) not in seen and not os.path.exists(self.unit_path(k, u))
-            ]
-            seen.update(self.unit_id(k, u) for u in range(u0, u1))
-            # one task per contiguous run, so a run is one range request per column
-            while missing:
-                end = 1
-                while end < len(missing) and missing[end] == missing[end - 1] + 1:
-                    end += 1
-                futures.append(state.pool.submit(self._prefetch, k, missing[:end], window))
-                missing = missing[end:]
+            for u in range(u0, u1):
+                first.setdefault((k, u), len(first))
+        missing = sorted(ku for ku in first if not os.path.exists(self.unit_path(*ku)))
+        tasks: list[tuple[int, int, list[int]]] = []  # (first read, shard, run)
+        for k, u in missing:
+            if tasks and tasks[-1][1] == k and tasks[-1][2][-1] + 1 == u:
+                tasks[-1][2].append(u)
+                tasks[-1] = (min(tasks[-1][0], first[k, u]), k, tasks[-1][2])
+            else:
+                tasks.append((first[k, u], k, [u]))
+        for _, k, run in sorted(tasks):  # what the first batch reads first
+            futures.append(state.pool.submit(self._prefetch, k, run, window))
 
     def _fetch_run(self, k: int, units: list[int], window: int | None) -> None:
         """Fetch the missing ones of granules ``units`` of shard ``k`` under their locks."""
