@@ -16,13 +16,14 @@ Storage per kind:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from epochal.store._errors import CorruptStoreError, StoreError
-from epochal.store._format import Column
+from epochal.store._format import Column, infer_column
 
 __all__ = ["ColumnBuilder", "ColumnView", "arrow_schema", "arrow_type", "as_records"]
 
@@ -244,3 +245,32 @@ def as_records(column: Column, items: np.ndarray) -> np.ndarray:
     if items.dtype.kind != "V":
         return items
     return items.view(column.numpy_dtype).reshape((len(items), *column.shape))
+
+
+def _require_mapping(record: Any, number: int) -> None:
+    if not isinstance(record, Mapping):
+        raise StoreError(
+            f"record {number} is a {type(record).__name__}; records must be dicts of columns"
+        )
+
+
+def infer_columns(record: Any, number: int) -> tuple[Column, ...]:
+    """The columns the first record fixes, with the row writer's checks and messages."""
+    _require_mapping(record, number)
+    try:
+        columns = tuple(infer_column(str(k), v) for k, v in record.items())
+    except StoreError as err:
+        raise StoreError(f"record {number}: {err}") from None
+    if not columns:
+        raise StoreError("record 0 has no columns; records must be non-empty dicts")
+    return columns
+
+
+def check_record(record: Any, number: int, names: tuple[str, ...], name_set: set[str]) -> None:
+    """A record must be a dict with exactly the first record's columns."""
+    _require_mapping(record, number)
+    if record.keys() != name_set:
+        raise StoreError(
+            f"record {number} has columns {sorted(map(str, record))}, expected {sorted(names)} "
+            f"(from the first record)"
+        )

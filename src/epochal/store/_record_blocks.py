@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from epochal.store._columns import ColumnBuilder, arrow_type
+from epochal.store._columns import ColumnBuilder, arrow_type, check_record, infer_columns
 from epochal.store._errors import StoreError
 from epochal.store._format import Column, Shard, infer_column
 
@@ -131,25 +131,12 @@ def from_records(
         names = tuple(c.name for c in columns)
         name_set = set(names)
     for number, record in enumerate(records, first):
-        if not isinstance(record, Mapping):
-            raise StoreError(
-                f"record {number} is a {type(record).__name__}; records must be dicts of columns"
-            )
         if not builders:
-            try:
-                columns = tuple(infer_column(str(k), v) for k, v in record.items())
-            except StoreError as err:
-                raise StoreError(f"record {number}: {err}") from None
-            if not columns:
-                raise StoreError("record 0 has no columns; records must be non-empty dicts")
+            columns = infer_columns(record, number)
             builders = [ColumnBuilder(c) for c in columns]
             names = tuple(c.name for c in columns)
             name_set = set(names)
-        if record.keys() != name_set:
-            raise StoreError(
-                f"record {number} has columns {sorted(map(str, record))}, expected {sorted(names)} "
-                f"(from the first record)"
-            )
+        check_record(record, number, names, name_set)
         size = 0
         for builder, name in zip(builders, names, strict=True):
             size += builder.append(record[name], number)

@@ -42,7 +42,7 @@ import xxhash
 
 from epochal.sources._hf import hf_records, is_hf_dataset
 from epochal.store._blocks import write_block_index
-from epochal.store._columns import ColumnBuilder, arrow_schema
+from epochal.store._columns import ColumnBuilder, arrow_schema, check_record, infer_columns
 from epochal.store._errors import StoreError
 from epochal.store._format import (
     FORMAT,
@@ -55,7 +55,6 @@ from epochal.store._format import (
     Column,
     Manifest,
     Shard,
-    infer_column,
     shard_build,
     shard_position,
 )
@@ -435,25 +434,12 @@ def _write_shards(
         bar = tqdm(unit=" rec", desc="writing", unit_scale=True)
     try:
         for number, record in enumerate(records):
-            if not isinstance(record, Mapping):
-                raise StoreError(
-                    f"record {number} is a {type(record).__name__}; records must be dicts of columns"
-                )
             if not builders:
-                try:
-                    columns = tuple(infer_column(str(k), v) for k, v in record.items())
-                except StoreError as err:
-                    raise StoreError(f"record {number}: {err}") from None
-                if not columns:
-                    raise StoreError("record 0 has no columns; records must be non-empty dicts")
+                columns = infer_columns(record, number)
                 builders = [ColumnBuilder(c) for c in columns]
                 names = tuple(c.name for c in columns)
                 name_set = set(names)
-            if record.keys() != name_set:
-                raise StoreError(
-                    f"record {number} has columns {sorted(map(str, record))}, expected {sorted(names)} "
-                    f"(from the first record)"
-                )
+            check_record(record, number, names, name_set)
             for builder, name in zip(builders, names, strict=True):
                 pending_bytes += builder.append(record[name], number)
             pending += 1
