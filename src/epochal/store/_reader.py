@@ -99,6 +99,19 @@ class _Layout(NamedTuple):
     data: list[np.ndarray]  # per column, by shard: offset of the data buffer (bytes/str)
 
 
+class _FixedGather(NamedTuple):
+    """How to gather one fixed-size column of a store whose shards are all mapped here."""
+
+    name: str
+    items: np.ndarray  # one shard: its rows; several: the address space's items
+    itemsize: int
+    # several shards, indexed by searchsorted(starts, i, "right"): the item of the shard's
+    # record 0 minus its first global index * itemsize, so record i is at this + i * itemsize
+    shift: np.ndarray | None
+    dtype: np.dtype
+    shape: tuple[int, ...] | None  # array columns: the record's shape; None for scalars
+
+
 class StoreSource:
     """A store opened for reading: a deterministic, fork-safe Source.
 
@@ -135,6 +148,8 @@ class StoreSource:
         self._pid = -1
         self._open: dict[int, _OpenShard] = {}
         self._layout: _Layout | None = None
+        # fixed-size columns only, every shard mapped in this process: the per-batch path
+        self._fixed: tuple[_FixedGather, ...] | None = None
         self._reset_after_fork()
 
     # -- Source protocol -------------------------------------------------------------------
@@ -174,6 +189,9 @@ class StoreSource:
         if idx.size and int(idx.view(np.uint64).max()) >= self._n:
             bad = idx[(idx < 0) | (idx >= self._n)][0]
             raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
+        fixed = self._fixed
+        if fixed is not None and self._pid == os.getpid():
+            return self._gather_fixed(idx, fixed)
         if self._cache is not None:  # remote: read from the cached units, nothing mapped
             return self._cache.gather(idx, self._starts)
         if idx.size == 0:
@@ -208,6 +226,29 @@ class StoreSource:
                 itemsize = column.itemsize
                 items = space.items(itemsize)[layout.first[j][sid] + local * itemsize]
                 out[column.name] = as_records(column, items)
+        return out
+
+    def _gather_fixed(
+        self, idx: np.ndarray, fixed: tuple[_FixedGather, ...]
+    ) -> dict[str, np.ndarray | list[Any]]:
+        """The batch path of a store of fixed-size columns, all mapped: per column one
+        multiply, one add and one gather by address (a single shard: one gather), so a
+        batch costs a few numpy calls beyond the copying itself."""
+        sid = None if fixed[0].shift is None else self._starts.searchsorted(idx, side="right")
+        out: dict[str, np.ndarray | list[Any]] = {}
+        for column in fixed:
+            if sid is None:
+                items = column.items[idx]
+            else:
+                shift = column.shift
+                assert shift is not None
+                address = idx * column.itemsize
+                address += shift[sid]
+                items = column.items[address]
+            values = items.view(column.dtype)
+            if column.shape is not None:
+                values = values.reshape((idx.size, *column.shape))
+            out[column.name] = values
         return out
 
     def _locate(self, idx: np.ndarray) -> tuple[np.ndarray | int, np.ndarray, _Layout]:
@@ -353,6 +394,7 @@ class StoreSource:
         if self._pid != os.getpid():
             self._open = {}
             self._layout = None
+            self._fixed = None
             self._pid = os.getpid()
 
     def _shard(self, k: int, *, full: bool = False) -> _OpenShard:
@@ -373,6 +415,7 @@ class StoreSource:
         )
         self._open[k] = opened
         self._layout = None
+        self._fixed = None
         return opened
 
     def _build_layout(self) -> _Layout:
@@ -387,11 +430,39 @@ class StoreSource:
                 if len(rs) > 1:
                     data[j][k] = rs[1][0] - space.lo
         self._layout = _Layout(space, first, data)
+        self._fixed = self._fixed_gathers(self._layout)
         return self._layout
+
+    def _fixed_gathers(self, layout: _Layout) -> tuple[_FixedGather, ...] | None:
+        """The fixed-size batch path, once every shard is mapped (else None: the general
+        path maps the shards a batch needs first); None with any bytes/str column."""
+        if self._cache is not None or any(c.kind in ("bytes", "str") for c in self.columns):
+            return None
+        # a batch never reads an empty shard, so it is never mapped
+        needed = [k for k, shard in enumerate(self.manifest.shards) if shard.records]
+        if not needed or any(k not in self._open for k in needed):
+            return None
+        gathers = []
+        several = len(self.manifest.shards) > 1
+        for j, column in enumerate(self.columns):
+            itemsize = column.itemsize
+            rows = self._open[needed[0]].views[j].rows
+            assert rows is not None
+            items, shift = rows, None
+            if several:
+                items = layout.space.items(itemsize)
+                # by shard + 1: searchsorted(starts, i, "right") - 1 is the shard of record i
+                shift = np.zeros(len(self._starts), dtype=np.int64)
+                shift[1:] = layout.first[j] - self._starts[:-1] * itemsize
+            # viewing a scalar column's items as its dtype gives the batch's shape already
+            shape = None if column.kind == "scalar" else column.shape
+            dtype = column.numpy_dtype if items.dtype.kind == "V" else items.dtype
+            gathers.append(_FixedGather(column.name, items, itemsize, shift, dtype, shape))
+        return tuple(gathers)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_open", "_layout"):
+        for name in ("_open", "_layout", "_fixed"):
             state.pop(name, None)
         state["_pid"] = -1
         return state
