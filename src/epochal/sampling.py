@@ -42,40 +42,10 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
-from epochal.order import Order, _as_positions, _splitmix64
+from epochal._keys import uniform, weighted_key
+from epochal.order import Order, _as_positions
 
 __all__ = ["Sampler", "WeightedSampler", "balanced", "uniform"]
-
-_WEIGHTED_SALT = 0x243F6A8885A308D3  # digits of pi: separates these keys from the order's
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
-_MANTISSA = 2.0**-53
-
-
-def uniform(key: int, counters: np.ndarray) -> np.ndarray:
-    """Uniform floats in ``(0, 1]``, one per counter, keyed by a 64-bit ``key``.
-
-    A vectorised splitmix64 of ``key ^ counter``: the same (key, counter) always gives the
-    same value, on every machine, whatever else was drawn.
-
-    Args:
-        key: a 64-bit key (e.g. derived from seed and epoch).
-        counters: non-negative integers (positions or record indices).
-    """
-    x = np.asarray(counters).astype(np.uint64) ^ np.uint64(key)
-    x += _GOLDEN
-    x ^= x >> np.uint64(30)
-    x *= _C1
-    x ^= x >> np.uint64(27)
-    x *= _C2
-    x ^= x >> np.uint64(31)
-    # the top 53 bits, plus one: never 0, so -log(u) stays finite
-    return ((x >> np.uint64(11)).astype(np.float64) + 1.0) * _MANTISSA
-
-
-def _key(seed: int, epoch: int, salt: int) -> int:
-    return _splitmix64(_splitmix64(int(seed) ^ salt) ^ _splitmix64(int(epoch)))
 
 
 class Sampler:
@@ -222,7 +192,7 @@ class WeightedSampler(Sampler):
 
     def order(self, *, seed: int, epoch: int, shuffle: bool = True) -> Order:
         """The order of epoch ``epoch`` (``shuffle`` is ignored: weighted orders are random)."""
-        key = _key(seed, epoch, _WEIGHTED_SALT)
+        key = weighted_key(seed, epoch)
         if self._table is not None:
             return _WithReplacement(self._table, self.num_samples, key)
         if self._cached is None or self._cached[:2] != (seed, epoch):
@@ -232,7 +202,7 @@ class WeightedSampler(Sampler):
     def permutation(self, *, seed: int, epoch: int) -> np.ndarray:
         """Epoch ``epoch``'s first ``num_samples`` records without replacement: the
         O(n log n) pass of the module docstring."""
-        key = _key(seed, epoch, _WEIGHTED_SALT)
+        key = weighted_key(seed, epoch)
         dtype = np.int32 if self.num_records < 2**31 else np.int64
         positive = np.flatnonzero(self.weights > 0).astype(dtype)
         races = -np.log(uniform(key, positive)) / self.weights[positive]
