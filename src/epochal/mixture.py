@@ -261,7 +261,7 @@ class MixtureSampler(Sampler):
         """The order of epoch ``epoch``: mixture record index at each position."""
         return _MixtureOrder(self, seed, epoch, shuffle)
 
-    def state(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
         """``{"kind", "sizes", "counts", "period", "exhaustion", "samples_per_epoch"}``."""
         return {
             "kind": "mixture",

@@ -43,19 +43,20 @@ import numpy as np
 
 from epochal._errors import Error
 from epochal._keys import uniform, weighted_key
-from epochal.order import Order, _as_positions
+from epochal.order import Order, _as_positions, make_order
 
-__all__ = ["Sampler", "WeightedSampler", "balanced", "uniform"]
+__all__ = ["Sampler", "ShuffleSampler", "WeightedSampler", "balanced", "uniform"]
 
 
 class Sampler:
     """Base of the samplers: positions per epoch, and an order per ``(seed, epoch)``.
 
     Subclasses set :attr:`num_records` (the length of the source they index) and
-    implement ``__len__`` (positions per epoch), :meth:`order` and :meth:`state`.
+    implement ``__len__`` (positions per epoch), :meth:`order` and :meth:`identity`.
     """
 
     num_records: int
+    windowable = False  # True only for the plain order, which a windowed read may replace
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -64,10 +65,53 @@ class Sampler:
         """The order of epoch ``epoch``: ``index(positions)`` gives record indices."""
         raise NotImplementedError
 
-    def state(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any] | None:
         """A JSON description that identifies the sampler; the Loader stores it in its
-        state and refuses to load a state taken with another one."""
+        state and refuses to load a state taken with another one. None for the Loader's
+        default shuffle, whose state has no ``"sampler"`` key."""
         raise NotImplementedError
+
+    def state(self) -> dict[str, Any] | None:
+        """The same as :meth:`identity` (its former name)."""
+        return self.identity()
+
+    def describe(self, *, shuffle: bool) -> str:
+        """How this sampler orders an epoch, in a few words (for ``Loader.describe()``)."""
+        return f"sampler {type(self).__name__} (shuffle={shuffle})"
+
+
+class ShuffleSampler(Sampler):
+    """The Loader's default: every record once per epoch, in the plain keyed order.
+
+    ``order(seed=s, epoch=e)`` is :func:`epochal.make_order` ``(n, seed=s, epoch=e,
+    shuffle=shuffle)``: a global shuffle, or the source order with ``shuffle=False``.
+
+    Args:
+        num_records: the length of the source.
+    """
+
+    windowable = True
+
+    def __init__(self, num_records: int) -> None:
+        self.num_records = int(num_records)
+
+    def __len__(self) -> int:
+        return self.num_records
+
+    def order(self, *, seed: int, epoch: int, shuffle: bool = True) -> Order:
+        """The plain order of epoch ``epoch`` (see :func:`epochal.make_order`)."""
+        return make_order(self.num_records, seed=seed, epoch=epoch, shuffle=shuffle)
+
+    def identity(self) -> None:
+        """None: a Loader state without a ``"sampler"`` key is a default-shuffle state."""
+        return None
+
+    def describe(self, *, shuffle: bool) -> str:
+        """``"global shuffle"`` or ``"source order (shuffle=False)"``."""
+        return "global shuffle" if shuffle else "source order (shuffle=False)"
+
+    def __repr__(self) -> str:
+        return f"ShuffleSampler(num_records={self.num_records})"
 
 
 def _check_weights(weights: Any) -> np.ndarray:
@@ -210,7 +254,7 @@ class WeightedSampler(Sampler):
         ranks = np.argsort(races, kind="stable")[: self.num_samples]
         return positive[ranks]
 
-    def state(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
         """``{"kind", "replacement", "num_samples", "weights"}`` (a hash of the weights)."""
         if self._digest is None:
             self._digest = hashlib.blake2b(self.weights.tobytes(), digest_size=8).hexdigest()
