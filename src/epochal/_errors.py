@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Error", "RunInterrupted", "StateError", "UsageError"]
+__all__ = ["Error", "RunInterrupted", "SeedError", "StateError", "UsageError"]
 
 
 class Error(Exception):
@@ -14,6 +14,10 @@ class Error(Exception):
 
 class StateError(Error, ValueError):
     """A saved state does not fit the object it is loaded into (other dataset, version, ...)."""
+
+
+class SeedError(Error, ValueError):
+    """A seed or epoch is not an integer in ``[0, 2**64)``, the one range epochal accepts."""
 
 
 class UsageError(Error):

@@ -63,17 +63,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from epochal._errors import Error, StateError
-from epochal.order import (
-    _CHUNK,
-    _ROUNDS,
-    MAX_RECORDS,
-    Order,
-    ShuffledOrder,
-    _as_positions,
-    _check_seed_epoch,
-    _hash,
-    _splitmix64,
-)
+from epochal._keys import check_seed_epoch as _check_seed_epoch
+from epochal._keys import round_hash as _hash
+from epochal._keys import splitmix64 as _splitmix64
+from epochal._keys import splitmix64_array
+from epochal.order import _CHUNK, _ROUNDS, MAX_RECORDS, Order, ShuffledOrder, _as_positions
 from epochal.plan import Plan
 
 __all__ = [
@@ -98,9 +92,6 @@ MIXING_GOAL = 1.25  # describe_layout says when a layout mixes worse than this
 _SALT_BLOCKS = 0x6A09E667F3BCC908
 _SALT_SLICES = 0xBB67AE8584CAA73B
 _SALT_FINAL = 0x3C6EF372FE94F82B
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
 _MIB = 1 << 20
 
 
@@ -382,17 +373,6 @@ def describe_layout(layout: WindowLayout, hint: ReadHint | None = None) -> str:
     )
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 of each element of a uint64 array (a new array)."""
-    z = x + _GOLDEN
-    z ^= z >> np.uint64(30)
-    z *= _C1
-    z ^= z >> np.uint64(27)
-    z *= _C2
-    z ^= z >> np.uint64(31)
-    return z
-
-
 class _TweakedFeistel:
     """Keyed bijections of ``[0, m)``, one per 64-bit tweak, for many tweaks in one call.
 
@@ -577,9 +557,9 @@ class WindowedOrder(Order):
         lo, hi = int(slices.min()), int(slices.max())
         if 2 * (hi - lo + 1) <= slices.size:
             # a call covers few slices (a rank's batches of a few windows): mix each once
-            table = _mix(np.arange(lo, hi + 1, dtype=np.uint64) ^ self._tweak_key)
+            table = splitmix64_array(np.arange(lo, hi + 1, dtype=np.uint64) ^ self._tweak_key)
             return table[slices - lo]
-        return _mix(slices.astype(np.uint64) ^ self._tweak_key)
+        return splitmix64_array(slices.astype(np.uint64) ^ self._tweak_key)
 
     # -- block-order slots <-> records ------------------------------------------------------
 

@@ -2,336 +2,38 @@
 
 ``torch.utils.data.DataLoader`` does the worker processes, pinning and prefetching; epochal
 gives it a batch sampler that turns the plan's positions into record indices through the
-epoch's order, and a fetcher that reads a whole batch at once (``get_columns`` or
-``get_many`` when the source has them), runs the transform with each record's own
-generator, and collates. The DataLoader gets a private ``torch.Generator``, so iterating
-never draws from the caller's global torch RNG (a resumed run would otherwise draw once
-more than the uninterrupted one and diverge).
+epoch's order (:mod:`epochal._requests`), and a fetcher that reads a whole batch at once
+(``get_columns`` or ``get_many`` when the source has them), runs the transform with each
+record's own generator, and collates (:mod:`epochal._fetch`). The DataLoader gets a
+private ``torch.Generator``, so iterating never draws from the caller's global torch RNG
+(a resumed run would otherwise draw once more than the uninterrupted one and diverge).
+The order of each epoch comes from a :class:`~epochal.Sampler`, the plain keyed shuffle
+(:class:`~epochal.sampling.ShuffleSampler`) unless one is given or the source brings one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
-from epochal._errors import Error, StateError
+from epochal._errors import Error
+from epochal._fetch import Fetcher, Transform, collate, identity, start_worker, start_worker_then
+from epochal._keys import check_seed
+from epochal._loader_checks import check_dataloader_only, check_sampler, topology
+from epochal._loader_state import SAMPLER_KEY, STATE_KEYS, STATE_VERSION, WINDOWS_KEY, check_state
+from epochal._requests import BatchRequests
 from epochal._windows import EpochWindows, WindowedOrder, WindowFeed, WindowLayout
-from epochal.order import Order, make_order
+from epochal.order import Order
 from epochal.plan import Plan
-from epochal.rng import GlobalRNGs, SampleRNGs, sample_seed
-from epochal.sources._protocol import fingerprint_of, get_many, is_batched
-
-if TYPE_CHECKING:
-    from epochal.sampling import Sampler
+from epochal.sampling import Sampler, ShuffleSampler
+from epochal.sources._protocol import SampledSource, fingerprint_of
 
 __all__ = ["STATE_KEYS", "STATE_VERSION", "Loader", "collate"]
-
-STATE_VERSION = 1
-STATE_KEYS = (
-    "version",
-    "seed",
-    "epoch",
-    "position",
-    "num_records",
-    "fingerprint",
-    "world_size",
-    "global_batch_size",
-    "shuffle",
-    "drop_last",
-    "windows",
-)
-WINDOWS_KEY = "windows"  # the current epoch's windowed-order layout, None for the plain order
-SAMPLER_KEY = "sampler"  # only in the states of loaders with a sampler: its description
-INDEX_KEY = "_index"  # with_index=True: the record index of each sample
-_ORDER_BLOCK = 65_536  # positions whose order the batch sampler computes in one call
-REPEAT_KEY = "_repeat"  # with_index=True: True for the padded repeats of an epoch's last batch
-
-Transform = Callable[[Any, np.random.Generator], Any]
-
-
-class _Request(NamedTuple):
-    """What the batch sampler sends to a worker: everything needed to build one batch."""
-
-    epoch: int
-    indices: np.ndarray
-    repeats: int
-
-
-class _BatchSampler:
-    """Yields one :class:`_Request` per batch of the current pass; lives in the main process."""
-
-    def __init__(self) -> None:
-        self.plan: Plan | None = None
-        self.order: Order | None = None
-        self.epoch = 0
-        self.feed: WindowFeed | None = None  # windowed reads: tells the source what comes next
-
-    def __iter__(self) -> Iterator[_Request]:
-        plan, order, epoch, feed = self.plan, self.order, self.epoch, self.feed
-        assert plan is not None and order is not None
-        # the order is computed for a block of batches at once: one vectorised call per
-        # ~64K positions instead of one per batch keeps its cost per index near ~25 ns
-        # (the cycle walk's last passes cost the same per call however few values they
-        # hold; the first block is one batch, so the first batch of a pass comes at once)
-        block = max(1, _ORDER_BLOCK // plan.batch_size)
-        full = plan.full_batches
-        starts = itertools.chain([0], range(1, len(plan), block)) if len(plan) else ()
-        for first in starts:
-            stop = min(len(plan), first + (1 if first == 0 else block))
-            if first < full:
-                positions = plan.full_positions(first, min(stop, full))
-                rows = order.index(positions.ravel()).reshape(positions.shape)
-                for batch_positions, batch_indices in zip(positions, rows):
-                    if feed is not None:
-                        feed.before(batch_positions)
-                    yield _Request(epoch, batch_indices, 0)
-            for k in range(max(first, full), stop):  # the final partial batch, if any
-                if feed is not None:
-                    feed.before(plan.positions(k))
-                yield _Request(epoch, order.index(plan.positions(k)), plan.repeats(k))
-
-    def __len__(self) -> int:
-        return 0 if self.plan is None else len(self.plan)
-
-
-def _to_tensor(value: Any) -> Any:
-    """A numeric numpy column becomes a tensor that owns its memory; anything else stays."""
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        if not value.flags.writeable or not value.flags.c_contiguous:
-            value = np.array(value)
-        return torch.from_numpy(value)
-    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
-        return value.tolist()
-    return value
-
-
-def collate(records: list[Any]) -> Any:
-    """Stack a list of records into a batch.
-
-    Dict records become a dict of columns: numeric values (numpy arrays, numpy scalars,
-    Python numbers) are stacked into one tensor per column, tensors with ``torch.stack``,
-    anything else (bytes, strings, objects) is kept as a list. Other records go through
-    ``torch.utils.data.default_collate``.
-    """
-    if not records or not isinstance(records[0], Mapping):
-        return torch.utils.data.default_collate(records)
-    batch: dict[str, Any] = {}
-    for key in records[0]:
-        values = [record[key] for record in records]
-        first = values[0]
-        if isinstance(first, torch.Tensor):
-            batch[key] = torch.stack(values)
-        elif isinstance(first, (np.ndarray, np.generic, int, float)) and not isinstance(
-            first, bool
-        ):
-            stacked = np.stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
-            batch[key] = _to_tensor(stacked)
-        else:
-            batch[key] = values
-    return batch
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-class _Fetcher:
-    """Builds a whole batch from a :class:`_Request`; runs in the DataLoader's workers."""
-
-    def __init__(
-        self,
-        source: Any,
-        *,
-        seed: int,
-        transform: Transform | None,
-        seed_globals: bool,
-        with_index: bool,
-        collate_fn: Callable[[list[Any]], Any] | None,
-    ) -> None:
-        self.source = source
-        self.seed = seed
-        self.transform = transform
-        self.with_index = with_index
-        self.collate_fn = collate_fn or collate
-        self.deterministic = bool(getattr(source, "deterministic", False))
-        self.seed_globals = seed_globals and (transform is not None or not self.deterministic)
-        self.columnar = (
-            transform is None
-            and collate_fn is None
-            and not self.seed_globals
-            and callable(getattr(source, "get_columns", None))
-        )
-        self._n = len(source)
-        self._rngs = SampleRNGs(seed)
-        self.epoch_dependent = bool(getattr(source, "epoch_dependent", False))
-        self._bound: tuple[int, Any] | None = None
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, index: int) -> Any:
-        raise TypeError("epochal's fetcher builds whole batches; it is only called with batches")
-
-    def _source_at(self, epoch: int) -> Any:
-        # --- epoch hook (token windows, issue 17): a source whose records depend on the
-        # epoch (``epoch_dependent``) is read through ``for_epoch(epoch, seed=...)``, a
-        # plain Source of the same length; the bound view is kept for the epoch's batches
-        if not self.epoch_dependent:
-            return self.source
-        if self._bound is None or self._bound[0] != epoch:
-            self._bound = (epoch, self.source.for_epoch(epoch, seed=self.seed))
-        return self._bound[1]
-
-    def __getitems__(self, request: _Request) -> Any:
-        source = self._source_at(request.epoch)
-        if self.columnar:
-            columns = source.get_columns(request.indices)
-            batch = {name: _to_tensor(column) for name, column in columns.items()}
-        else:
-            batch = self.collate_fn(self._records(request, source))
-        if self.with_index:
-            if not isinstance(batch, dict):
-                raise Error(
-                    f"with_index=True needs batches that are dicts of columns, got "
-                    f"{type(batch).__name__}; return dict records from the source/transform"
-                )
-            repeat = torch.zeros(len(request.indices), dtype=torch.bool)
-            if request.repeats:
-                repeat[-request.repeats :] = True
-            batch[INDEX_KEY] = torch.from_numpy(request.indices.copy())
-            batch[REPEAT_KEY] = repeat
-        return batch
-
-    def _records(self, request: _Request, source: Any) -> list[Any]:
-        epoch, indices = request.epoch, request.indices.tolist()
-        if not self.seed_globals:
-            records = get_many(source, request.indices)
-            return [self._transform(r, epoch, i) for r, i in zip(records, indices)]
-        with GlobalRNGs() as global_rngs:
-            batch_read: list[Any] | None = None
-            if self.deterministic or is_batched(source):
-                if not self.deterministic:
-                    # the dataset reads the whole batch in one call, so the global RNGs can
-                    # only be seeded once around it, from the batch's first record
-                    global_rngs.seed(sample_seed(self.seed, epoch, indices[0]))
-                batch_read = get_many(source, request.indices)
-            out = []
-            for j, index in enumerate(indices):
-                global_rngs.seed(sample_seed(self.seed, epoch, index))
-                record = source[index] if batch_read is None else batch_read[j]
-                out.append(self._transform(record, epoch, index))
-            return out
-
-    def _transform(self, record: Any, epoch: int, index: int) -> Any:
-        if self.transform is None:
-            return record
-        try:
-            return self.transform(record, self._rngs(epoch, index))
-        except Exception as error:
-            # the exception keeps its type (callers may catch it); the note names the record,
-            # and DataLoader's worker traceback carries it to the main process
-            _add_note(error, f"epochal: in the transform of record {index} of epoch {epoch}")
-            raise
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    if hasattr(error, "add_note"):
-        error.add_note(note)
-    else:  # Python 3.10: same attribute, shown by 3.11+ tracebacks only
-        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
-
-
-def _start_worker(worker_id: int) -> None:
-    """Worker start-up: batches travel through named shared memory ("file_system"), which
-    the main process opens by name, instead of a file descriptor per tensor passed over a
-    socket after an authentication handshake (about 0.5 ms of both processes' time per
-    tensor, per batch). Only this worker's setting changes; torch's shared-memory manager
-    removes the segments even after a SIGKILL."""
-    import torch.multiprocessing
-
-    if "file_system" in torch.multiprocessing.get_all_sharing_strategies():
-        torch.multiprocessing.set_sharing_strategy("file_system")
-
-
-def _start_worker_then(user_init: Callable[[int], None], worker_id: int) -> None:
-    """:func:`_start_worker`, then the caller's ``worker_init_fn``."""
-    _start_worker(worker_id)
-    user_init(worker_id)
-
-
-def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None or world_size is None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            rank = dist.get_rank() if rank is None else rank
-            world_size = dist.get_world_size() if world_size is None else world_size
-    world_size = 1 if world_size is None else int(world_size)
-    rank = 0 if rank is None else int(rank)
-    if world_size < 1:
-        raise Error(f"world_size must be >= 1, got {world_size}")
-    if not 0 <= rank < world_size:
-        raise Error(f"rank must be in [0, world_size={world_size}), got {rank}")
-    return rank, world_size
-
-
-# torch samplers a DataLoader user may pass, and what does their job in epochal
-_SAMPLER_HINTS = {
-    "DistributedSampler": "epochal shards by rank itself: drop the sampler (rank/world_size "
-    "come from torch.distributed, or pass rank= and world_size=)",
-    "RandomSampler": "use shuffle=True (a new global shuffle every epoch, from seed)",
-    "SequentialSampler": "use shuffle=False",
-    "SubsetRandomSampler": "use epochal.subset(source, indices) with shuffle=True",
-    "WeightedRandomSampler": "use sampler=epochal.WeightedSampler(weights) "
-    "(or epochal.balanced(...))",
-}
-
-
-def _check_sampler(sampler: Any) -> None:
-    """Refuse a torch sampler (or anything else) where an epochal sampler belongs."""
-    if sampler is None or (hasattr(sampler, "order") and hasattr(sampler, "num_records")):
-        return
-    name = type(sampler).__name__
-    hint = _SAMPLER_HINTS.get(
-        name,
-        "epochal computes the order from (seed, epoch); use shuffle=, epochal.subset(...) or "
-        "an epochal sampler (epochal.WeightedSampler, epochal.balanced)",
-    )
-    raise Error(f"sampler={name} is not an epochal sampler: {hint}")
-
-
-def _check_dataloader_only(
-    *, generator: Any, batch_sampler: Any, in_order: bool, pin_memory_device: str
-) -> None:
-    """Refuse the DataLoader arguments that epochal replaces, saying what replaces each."""
-    if generator is not None:
-        raise Error(
-            f"generator={generator!r} is not used by epochal: the order and per-sample "
-            f"randomness come from seed=<int> (e.g. seed=generator.initial_seed() % 2**64)"
-        )
-    if batch_sampler is not None:
-        raise Error(
-            f"batch_sampler={type(batch_sampler).__name__} is not supported: epochal builds "
-            f"batches from batch_size and drop_last (per rank); reweight or restrict records "
-            f"with sampler=epochal.WeightedSampler(...) or epochal.subset(...)"
-        )
-    if in_order is not True:
-        raise Error(
-            f"in_order={in_order!r} is not supported: batches come in order so that a "
-            f"state counts exactly the batches delivered (exact resume)"
-        )
-    if pin_memory_device:
-        raise Error(
-            f"pin_memory_device={pin_memory_device!r} is not supported: pin_memory=True pins "
-            f"for the current accelerator"
-        )
 
 
 class Loader:
@@ -455,13 +157,13 @@ class Loader:
         in_order: bool = True,
         pin_memory_device: str = "",
     ) -> None:
-        _check_dataloader_only(
+        check_dataloader_only(
             generator=generator,
             batch_sampler=batch_sampler,
             in_order=in_order,
             pin_memory_device=pin_memory_device,
         )
-        _check_sampler(sampler)
+        check_sampler(sampler)
         if worker_init_fn is not None and not callable(worker_init_fn):
             raise Error(f"worker_init_fn must be callable as f(worker_id), got {worker_init_fn!r}")
         if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
@@ -473,8 +175,7 @@ class Loader:
             raise Error(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise Error(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        if not isinstance(seed, int) or not 0 <= seed < 1 << 64:
-            raise Error(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        seed = check_seed(seed)
         if transform is not None and not callable(transform):
             raise Error(f"transform must be callable as f(record, rng), got {transform!r}")
         self.source = source
@@ -485,28 +186,34 @@ class Loader:
         self.num_workers = num_workers
         self.full_pass = bool(full_pass)
         self._rank_arg, self._world_size_arg = rank, world_size
-        self._rank, self._world_size = _topology(rank, world_size)
+        self._rank, self._world_size = topology(rank, world_size)
         # batches of the current epoch were delivered under (_rank, _world_size) in this
         # process: a changed topology would then shard the rest of the epoch wrongly
         self._delivered = False
         self.num_records = len(source)
         if self.num_records < 1:
             raise Error("the source is empty; a Loader needs at least one record")
-        self.sampler = sampler if sampler is not None else getattr(source, "sampler", None)
-        if self.sampler is not None and self.sampler.num_records != self.num_records:
+        if sampler is None and isinstance(source, SampledSource):
+            sampler = source.sampler
+        # the public attribute is what frameworks inspect: None for the default shuffle
+        self.sampler: Sampler | None = sampler
+        self._order_sampler: Sampler = (
+            sampler if sampler is not None else ShuffleSampler(self.num_records)
+        )
+        if self._order_sampler.num_records != self.num_records:
             raise Error(
-                f"the sampler indexes {self.sampler.num_records} records but the source has "
-                f"{self.num_records}; build the sampler from this source's records"
+                f"the sampler indexes {self._order_sampler.num_records} records but the source "
+                f"has {self.num_records}; build the sampler from this source's records"
             )
-        self.samples_per_epoch = self.num_records if self.sampler is None else len(self.sampler)
+        self.samples_per_epoch = len(self._order_sampler)
         self._check_batch_fits()
         self.fingerprint = fingerprint_of(source)
         self._epoch = 0
         self._position = 0
         self._generation = 0
-        self._sampler = _BatchSampler()
+        self._requests = BatchRequests()
         self._windows = EpochWindows()
-        self._fetcher = _Fetcher(
+        self._fetcher = Fetcher(
             source,
             seed=seed,
             transform=transform,
@@ -526,13 +233,13 @@ class Loader:
         if self.uses_workers:
             self._dataloader = torch.utils.data.DataLoader(
                 self._fetcher,  # type: ignore[arg-type]
-                batch_sampler=self._sampler,  # type: ignore[arg-type]
+                batch_sampler=self._requests,  # type: ignore[arg-type]
                 num_workers=num_workers,
-                collate_fn=_identity,
+                collate_fn=identity,
                 worker_init_fn=(
-                    _start_worker
+                    start_worker
                     if worker_init_fn is None
-                    else functools.partial(_start_worker_then, worker_init_fn)
+                    else functools.partial(start_worker_then, worker_init_fn)
                 ),
                 pin_memory=pin_memory,
                 # a private generator: creating an iterator never draws from the global RNG
@@ -591,7 +298,7 @@ class Loader:
         """Follow torch.distributed's rank and world size, unless both were given."""
         if self._rank_arg is not None and self._world_size_arg is not None:
             return
-        rank, world_size = _topology(self._rank_arg, self._world_size_arg)
+        rank, world_size = topology(self._rank_arg, self._world_size_arg)
         if (rank, world_size) == (self._rank, self._world_size):
             return
         if self._delivered and self._position:
@@ -652,21 +359,20 @@ class Loader:
         if not len(plan):  # a state taken at the very end of an epoch: the next one runs
             self._next_epoch()
             plan = self.plan()
-        self._sampler.plan = plan
+        requests = self._requests
+        requests.plan = plan
         layout = self._window_layout()
         if layout is not None:
             order: Order = WindowedOrder(layout, seed=self.seed, epoch=self._epoch)
-        elif self.sampler is None:
-            order = make_order(
-                self.num_records, seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
-            )
         else:
-            order = self.sampler.order(seed=self.seed, epoch=self._epoch, shuffle=self.shuffle)
-        self._sampler.order = order
-        self._sampler.feed = None
+            order = self._order_sampler.order(
+                seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
+            )
+        requests.order = order
+        requests.feed = None
         if isinstance(order, WindowedOrder):
-            self._sampler.feed = WindowFeed(self.source, order, plan, self._windows.ids)
-        self._sampler.epoch = self._epoch
+            requests.feed = WindowFeed(self.source, order, plan, self._windows.ids)
+        requests.epoch = self._epoch
         return self._run(plan, generation)
 
     def _next_epoch(self) -> None:
@@ -676,7 +382,7 @@ class Loader:
 
     def _batches(self) -> Iterator[Any]:
         if self._dataloader is None:
-            for request in self._sampler:
+            for request in self._requests:
                 batch = self._fetcher.__getitems__(request)
                 yield pin_memory(batch) if self.pin_memory else batch
             return
@@ -770,8 +476,9 @@ class Loader:
             "drop_last": self.drop_last,
             WINDOWS_KEY: self._windows_state(),
         }
-        if self.sampler is not None:
-            state[SAMPLER_KEY] = self.sampler.state()
+        sampler_id = self._order_sampler.identity()
+        if sampler_id is not None:
+            state[SAMPLER_KEY] = sampler_id
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -781,50 +488,16 @@ class Loader:
             StateError: the state is malformed, from a newer version, or was taken on
                 another dataset, seed or shuffle setting.
         """
-        if not isinstance(state, Mapping):
-            raise StateError(f"a Loader state must be a dict, got {type(state).__name__}")
-        keys = STATE_KEYS if self.sampler is None else (*STATE_KEYS, SAMPLER_KEY)
-        # a state without "windows" predates windowed orders: it is a plain-order state
-        missing = [key for key in keys if key not in state and key != WINDOWS_KEY]
-        unknown = sorted(set(state) - set(keys))
-        if missing or unknown:
-            hint = ""
-            if SAMPLER_KEY in missing or SAMPLER_KEY in unknown:
-                hint = "; a state with a sampler only loads into a loader with the same sampler"
-            raise StateError(
-                f"Loader state has missing keys {missing} and unknown keys {unknown}; "
-                f"expected exactly {list(keys)}{hint}"
-            )
-        version = state["version"]
-        if version != STATE_VERSION:
-            newer = isinstance(version, int) and version > STATE_VERSION
-            hint = "it comes from a newer epochal: upgrade" if newer else "it is damaged"
-            raise StateError(
-                f"Loader state version {version!r} is not supported (this epochal reads "
-                f"version {STATE_VERSION}); {hint}"
-            )
-        for key, mine in (
-            ("num_records", self.num_records),
-            ("fingerprint", self.fingerprint),
-            ("seed", self.seed),
-            ("shuffle", self.shuffle),
-            *(() if self.sampler is None else ((SAMPLER_KEY, self.sampler.state()),)),
-        ):
-            if state[key] != mine:
-                raise StateError(
-                    f"Loader state was taken with {key}={state[key]!r} but this loader has "
-                    f"{key}={mine!r}: it belongs to another dataset or run"
-                )
-        epoch, position = state["epoch"], state["position"]
-        if not isinstance(epoch, int) or epoch < 0:
-            raise StateError(
-                f"Loader state has an invalid epoch {epoch!r}; expected an integer >= 0"
-            )
-        if not isinstance(position, int) or not 0 <= position <= self.samples_per_epoch:
-            raise StateError(
-                f"Loader state has position {position!r}; expected an integer in "
-                f"[0, {self.samples_per_epoch}]"
-            )
+        mine: dict[str, Any] = {
+            "num_records": self.num_records,
+            "fingerprint": self.fingerprint,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+        }
+        sampler_id = self._order_sampler.identity()
+        if sampler_id is not None:
+            mine[SAMPLER_KEY] = sampler_id
+        epoch, position = check_state(state, mine=mine, samples_per_epoch=self.samples_per_epoch)
         self._load_windows(state.get(WINDOWS_KEY), epoch=epoch)
         self._generation += 1
         self._epoch = epoch
@@ -841,7 +514,7 @@ class Loader:
         return self._windows.layout(
             self.source,
             epoch=self._epoch,
-            usable=self.shuffle and self.sampler is None,
+            usable=self.shuffle and self._order_sampler.windowable,
             num_records=self.num_records,
             batch_size=self.batch_size,
             world_size=self.world_size,
@@ -852,7 +525,7 @@ class Loader:
         return self._windows.state()
 
     def _load_windows(self, value: Any, *, epoch: int) -> None:
-        usable = self.shuffle and self.sampler is None
+        usable = self.shuffle and self._order_sampler.windowable
         self._windows.load(value, epoch=epoch, num_records=self.num_records, usable=usable)
 
     def describe(self) -> str:
@@ -860,10 +533,8 @@ class Loader:
         store larger than its cache, the windows it reads (blocks, sizes, mixing)."""
         if self._window_layout() is not None:
             order = self._windows.describe()
-        elif self.sampler is not None:
-            order = f"sampler {type(self.sampler).__name__} (shuffle={self.shuffle})"
         else:
-            order = "global shuffle" if self.shuffle else "source order (shuffle=False)"
+            order = self._order_sampler.describe(shuffle=self.shuffle)
         return "\n".join(
             [
                 f"Loader over {self.num_records} records ({type(self.source).__name__}), seed {self.seed}",

@@ -71,7 +71,8 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
-from epochal.order import Order, ShuffledOrder, _as_positions, _splitmix64
+from epochal._keys import M64, mixture_keys
+from epochal.order import Order, ShuffledOrder, _as_positions
 from epochal.sampling import Sampler
 from epochal.sources._views import ConcatSource, largest_remainder
 
@@ -79,8 +80,6 @@ __all__ = ["EXHAUSTION_POLICIES", "MAX_PERIOD", "Mixture", "MixtureSampler", "mi
 
 MAX_PERIOD = 1 << 16  # longest schedule period; finer proportions are rounded to 1/65,536
 EXHAUSTION_POLICIES = ("restart", "stop")
-_MIX_SALT = 0xA4093822299F31D0  # separates the sources' keys from the Loader's own order
-_M64 = (1 << 64) - 1
 
 
 def rational_proportions(weights: list[Any]) -> tuple[list[int], int]:
@@ -146,8 +145,7 @@ class _MixtureOrder(Order):
         self.n = len(sampler)
         self._sampler = sampler
         self._shuffle = shuffle
-        self._seeds = [_splitmix64(seed ^ _splitmix64(_MIX_SALT + i)) for i in range(sampler.k)]
-        self._epoch_key = _splitmix64(_splitmix64(epoch) ^ _MIX_SALT)
+        self._seeds, self._epoch_key = mixture_keys(seed, epoch, sampler.k)
         self._orders: dict[tuple[int, int], ShuffledOrder] = {}
 
     def _component(self, i: int, cycle: int) -> ShuffledOrder:
@@ -155,7 +153,7 @@ class _MixtureOrder(Order):
         if order is None:
             if len(self._orders) >= 256:  # a small source may cycle many times per epoch
                 self._orders.clear()
-            epoch = (self._epoch_key ^ cycle) & _M64
+            epoch = (self._epoch_key ^ cycle) & M64
             order = ShuffledOrder(self._sampler.sizes[i], seed=self._seeds[i], epoch=epoch)
             self._orders[(i, cycle)] = order
         return order
@@ -263,7 +261,7 @@ class MixtureSampler(Sampler):
         """The order of epoch ``epoch``: mixture record index at each position."""
         return _MixtureOrder(self, seed, epoch, shuffle)
 
-    def state(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
         """``{"kind", "sizes", "counts", "period", "exhaustion", "samples_per_epoch"}``."""
         return {
             "kind": "mixture",

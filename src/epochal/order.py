@@ -24,29 +24,14 @@ from typing import overload
 
 import numpy as np
 
+from epochal._keys import order_keys
+from epochal._keys import round_hash as _hash
+
 __all__ = ["MAX_RECORDS", "IdentityOrder", "Order", "ShuffledOrder", "make_order"]
 
 MAX_RECORDS = 1 << 62  # largest supported n: the domain and its halves fit in uint64 arithmetic
 _ROUNDS = 6  # 3 rounds per half: well mixed by every statistical test in tests/test_order.py
 _CHUNK = 1 << 16  # positions per vectorised block: keeps temporaries in the CPU cache
-_M64 = (1 << 64) - 1
-_C1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 multipliers
-_C2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix64(x: int) -> int:
-    """One splitmix64 step on a Python int: a 64-bit bijective hash used to derive keys."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def _check_seed_epoch(seed: int, epoch: int) -> None:
-    if not 0 <= seed <= _M64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
-    if not 0 <= epoch <= _M64:
-        raise ValueError(f"epoch must be an integer in [0, 2**64), got {epoch}")
 
 
 def _check_n(n: int) -> int:
@@ -127,19 +112,11 @@ class ShuffledOrder(Order):
 
     def __init__(self, n: int, *, seed: int, epoch: int) -> None:
         self.n = _check_n(n)
-        seed, epoch = int(seed), int(epoch)
-        _check_seed_epoch(seed, epoch)
-        self.seed = seed
-        self.epoch = epoch
+        self._keys = order_keys(seed, epoch, _ROUNDS)
+        self.seed, self.epoch = int(seed), int(epoch)
         bits = max(2, (self.n - 1).bit_length())
         self._low_bits = bits // 2
         self._high_bits = bits - self._low_bits
-        state = _splitmix64(_splitmix64(seed) ^ epoch)
-        keys = []
-        for _ in range(_ROUNDS):
-            state = _splitmix64(state)
-            keys.append(np.uint64(state))
-        self._keys = keys
 
     def __repr__(self) -> str:
         return f"ShuffledOrder(n={self.n}, seed={self.seed}, epoch={self.epoch})"
@@ -190,20 +167,6 @@ class ShuffledOrder(Order):
         high <<= np.uint64(low_bits)
         high |= low
         return high
-
-
-def _hash(x: np.ndarray, key: np.uint64, bits: int, h: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Top ``bits`` bits of a keyed multiply-xorshift hash of each element of ``x``.
-
-    Written in place into the scratch arrays ``h`` and ``t`` (the hot loop of the order).
-    """
-    np.bitwise_xor(x, key, out=h)
-    h *= _C1
-    np.right_shift(h, np.uint64(32), out=t)
-    h ^= t
-    h *= _C2
-    h >>= np.uint64(64 - bits)
-    return h
 
 
 def make_order(n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> Order:

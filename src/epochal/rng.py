@@ -19,17 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from epochal.order import _check_seed_epoch, _splitmix64
+from epochal import _keys
 
 __all__ = ["GlobalRNGs", "SampleRNGs", "epoch_key", "sample_rng", "sample_seed"]
 
 
 def epoch_key(seed: int, epoch: int) -> int:
     """The 64-bit key of ``(seed, epoch)`` from which every sample's stream is derived."""
-    seed, epoch = int(seed), int(epoch)
-    _check_seed_epoch(seed, epoch)
-    # a different derivation from the order's keys: order and augmentation stay unrelated
-    return _splitmix64(_splitmix64(seed ^ 0x6A09E667F3BCC908) ^ _splitmix64(epoch))
+    return _keys.sample_key(seed, epoch)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -86,7 +83,7 @@ class SampleRNGs:
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 64-bit integer seed for the global RNGs around record ``index`` (see :class:`GlobalRNGs`)."""
-    return _splitmix64(epoch_key(seed, epoch) ^ _splitmix64(int(index)))
+    return _keys.sample_seed(seed, epoch, index)
 
 
 class GlobalRNGs:

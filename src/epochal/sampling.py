@@ -42,50 +42,21 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
-from epochal.order import Order, _as_positions, _splitmix64
+from epochal._keys import uniform, weighted_key
+from epochal.order import Order, _as_positions, make_order
 
-__all__ = ["Sampler", "WeightedSampler", "balanced", "uniform"]
-
-_WEIGHTED_SALT = 0x243F6A8885A308D3  # digits of pi: separates these keys from the order's
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
-_MANTISSA = 2.0**-53
-
-
-def uniform(key: int, counters: np.ndarray) -> np.ndarray:
-    """Uniform floats in ``(0, 1]``, one per counter, keyed by a 64-bit ``key``.
-
-    A vectorised splitmix64 of ``key ^ counter``: the same (key, counter) always gives the
-    same value, on every machine, whatever else was drawn.
-
-    Args:
-        key: a 64-bit key (e.g. derived from seed and epoch).
-        counters: non-negative integers (positions or record indices).
-    """
-    x = np.asarray(counters).astype(np.uint64) ^ np.uint64(key)
-    x += _GOLDEN
-    x ^= x >> np.uint64(30)
-    x *= _C1
-    x ^= x >> np.uint64(27)
-    x *= _C2
-    x ^= x >> np.uint64(31)
-    # the top 53 bits, plus one: never 0, so -log(u) stays finite
-    return ((x >> np.uint64(11)).astype(np.float64) + 1.0) * _MANTISSA
-
-
-def _key(seed: int, epoch: int, salt: int) -> int:
-    return _splitmix64(_splitmix64(int(seed) ^ salt) ^ _splitmix64(int(epoch)))
+__all__ = ["Sampler", "ShuffleSampler", "WeightedSampler", "balanced", "uniform"]
 
 
 class Sampler:
     """Base of the samplers: positions per epoch, and an order per ``(seed, epoch)``.
 
     Subclasses set :attr:`num_records` (the length of the source they index) and
-    implement ``__len__`` (positions per epoch), :meth:`order` and :meth:`state`.
+    implement ``__len__`` (positions per epoch), :meth:`order` and :meth:`identity`.
     """
 
     num_records: int
+    windowable = False  # True only for the plain order, which a windowed read may replace
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -94,10 +65,53 @@ class Sampler:
         """The order of epoch ``epoch``: ``index(positions)`` gives record indices."""
         raise NotImplementedError
 
-    def state(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any] | None:
         """A JSON description that identifies the sampler; the Loader stores it in its
-        state and refuses to load a state taken with another one."""
+        state and refuses to load a state taken with another one. None for the Loader's
+        default shuffle, whose state has no ``"sampler"`` key."""
         raise NotImplementedError
+
+    def state(self) -> dict[str, Any] | None:
+        """The same as :meth:`identity` (its former name)."""
+        return self.identity()
+
+    def describe(self, *, shuffle: bool) -> str:
+        """How this sampler orders an epoch, in a few words (for ``Loader.describe()``)."""
+        return f"sampler {type(self).__name__} (shuffle={shuffle})"
+
+
+class ShuffleSampler(Sampler):
+    """The Loader's default: every record once per epoch, in the plain keyed order.
+
+    ``order(seed=s, epoch=e)`` is :func:`epochal.make_order` ``(n, seed=s, epoch=e,
+    shuffle=shuffle)``: a global shuffle, or the source order with ``shuffle=False``.
+
+    Args:
+        num_records: the length of the source.
+    """
+
+    windowable = True
+
+    def __init__(self, num_records: int) -> None:
+        self.num_records = int(num_records)
+
+    def __len__(self) -> int:
+        return self.num_records
+
+    def order(self, *, seed: int, epoch: int, shuffle: bool = True) -> Order:
+        """The plain order of epoch ``epoch`` (see :func:`epochal.make_order`)."""
+        return make_order(self.num_records, seed=seed, epoch=epoch, shuffle=shuffle)
+
+    def identity(self) -> None:
+        """None: a Loader state without a ``"sampler"`` key is a default-shuffle state."""
+        return None
+
+    def describe(self, *, shuffle: bool) -> str:
+        """``"global shuffle"`` or ``"source order (shuffle=False)"``."""
+        return "global shuffle" if shuffle else "source order (shuffle=False)"
+
+    def __repr__(self) -> str:
+        return f"ShuffleSampler(num_records={self.num_records})"
 
 
 def _check_weights(weights: Any) -> np.ndarray:
@@ -222,7 +236,7 @@ class WeightedSampler(Sampler):
 
     def order(self, *, seed: int, epoch: int, shuffle: bool = True) -> Order:
         """The order of epoch ``epoch`` (``shuffle`` is ignored: weighted orders are random)."""
-        key = _key(seed, epoch, _WEIGHTED_SALT)
+        key = weighted_key(seed, epoch)
         if self._table is not None:
             return _WithReplacement(self._table, self.num_samples, key)
         if self._cached is None or self._cached[:2] != (seed, epoch):
@@ -232,7 +246,7 @@ class WeightedSampler(Sampler):
     def permutation(self, *, seed: int, epoch: int) -> np.ndarray:
         """Epoch ``epoch``'s first ``num_samples`` records without replacement: the
         O(n log n) pass of the module docstring."""
-        key = _key(seed, epoch, _WEIGHTED_SALT)
+        key = weighted_key(seed, epoch)
         dtype = np.int32 if self.num_records < 2**31 else np.int64
         positive = np.flatnonzero(self.weights > 0).astype(dtype)
         races = -np.log(uniform(key, positive)) / self.weights[positive]
@@ -240,7 +254,7 @@ class WeightedSampler(Sampler):
         ranks = np.argsort(races, kind="stable")[: self.num_samples]
         return positive[ranks]
 
-    def state(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
         """``{"kind", "replacement", "num_samples", "weights"}`` (a hash of the weights)."""
         if self._digest is None:
             self._digest = hashlib.blake2b(self.weights.tobytes(), digest_size=8).hexdigest()

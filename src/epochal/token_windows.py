@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
-from epochal.order import _splitmix64
+from epochal._keys import splitmix64 as _splitmix64
 
 __all__ = ["STRADDLE_POLICIES", "TokenSource", "tokens"]
 

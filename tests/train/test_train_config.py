@@ -27,7 +27,7 @@ from epochal.train.config import (
 configs = st.builds(
     RunConfig,
     run_dir=st.text(min_size=1, max_size=20),
-    seed=st.integers(0, 2**32 - 1),
+    seed=st.integers(0, 2**64 - 1),
     data=st.builds(
         DataConfig,
         batch_size=st.integers(1, 512),
@@ -91,6 +91,14 @@ def test_bad_configs_say_what_is_wrong(tmp_path: Path) -> None:
         load_file(tmp_path / "x.ini")
     with pytest.raises(Error, match="keep_best must look like"):
         TrainerConfig(keep_best="val_loss")
+
+
+def test_the_seed_takes_the_loaders_range_and_is_refused_before_any_work() -> None:
+    assert parse(RunConfig, ["--seed", str(2**64 - 1)], prog="t").seed == 2**64 - 1
+    for bad in (-1, 2**64):
+        # a UsageError: the command line prints one line and exits 2
+        with pytest.raises(UsageError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+            parse(RunConfig, ["--seed", str(bad)], prog="t")
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Record", "Source", "fingerprint_of", "get_many", "is_batched"]
+if TYPE_CHECKING:
+    from epochal.sampling import Sampler
+
+__all__ = ["Record", "SampledSource", "Source", "fingerprint_of", "get_many", "is_batched"]
 
 Record = dict[str, Any]
 """A record is a dict of columns (a map-style Dataset may return any picklable object)."""
@@ -48,6 +51,18 @@ class Source(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Any: ...
+
+
+@runtime_checkable
+class SampledSource(Source, Protocol):
+    """A Source that brings the sampler a Loader over it uses (:func:`epochal.mix`).
+
+    ``sampler``: an :class:`epochal.Sampler` over this source's records. A Loader built
+    without ``sampler=`` draws its positions from it instead of the plain shuffle, so a
+    mixture needs no extra argument; an explicit ``sampler=`` takes precedence.
+    """
+
+    sampler: Sampler
 
 
 def get_many(source: Any, indices: np.ndarray) -> list[Any]:

@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
-from epochal.order import ShuffledOrder, _splitmix64
+from epochal._keys import check_seed, split_seed
+from epochal.order import ShuffledOrder
 from epochal.sources._joined import JoinedColumns
 from epochal.sources._protocol import fingerprint_of, get_many, is_batched
 
 __all__ = ["ConcatSource", "SubsetSource", "concat", "split", "subset"]
-
-_SPLIT_SALT = 0x13198A2E03707344  # keeps a split's permutation unrelated to any epoch order
 
 
 def _check_source(source: Any, what: str) -> int:
@@ -143,15 +142,14 @@ def split(source: Any, fractions: Sequence[float], *, seed: int = 0) -> tuple[Su
         raise Error(f"split() fractions must be finite numbers >= 0, got {list(fractions)}")
     if not math.isclose(sum(values), 1.0, rel_tol=0, abs_tol=1e-9):
         raise Error(f"split() fractions must sum to 1, got {values} (sum {sum(values)!r})")
-    if not isinstance(seed, int) or not 0 <= seed < 1 << 64:
-        raise Error(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    seed = check_seed(seed)
     sizes = largest_remainder(values, n)
     if 0 in sizes:
         raise Error(
             f"split() of {n} records by {values} gives sizes {sizes}: subset "
             f"{sizes.index(0)} would be empty; use fewer subsets or larger fractions"
         )
-    order = ShuffledOrder(n, seed=_splitmix64(seed ^ _SPLIT_SALT), epoch=0)
+    order = ShuffledOrder(n, seed=split_seed(seed), epoch=0)
     bounds = np.cumsum([0, *sizes])
     return tuple(
         SubsetSource(source, np.sort(order.index(np.arange(lo, hi, dtype=np.int64))))

@@ -27,7 +27,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import tyro
 
-from epochal._errors import Error, UsageError
+from epochal._errors import Error, SeedError, UsageError
+from epochal._keys import check_seed
 
 __all__ = [
     "DataConfig",
@@ -207,6 +208,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.run_dir), "run_dir must name a directory, got ''")
+        try:
+            check_seed(self.seed)
+        except SeedError as error:  # the one seed rule, refused before any work starts
+            raise UsageError(str(error)) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from epochal._keys import check_seed, splitmix64
+
 __all__ = ["preserved_rng_states", "rng_states", "seed_everything", "set_rng_states"]
 
 _CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic GEMMs on CUDA >= 10.2
@@ -28,16 +30,26 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     """Seed python ``random``, numpy's global RNG and torch on the CPU and every CUDA device.
 
     Args:
-        seed: Any non-negative integer below 2**32 (numpy's limit for its global RNG).
+        seed: An integer in ``[0, 2**64)``, the range of every seed in epochal.
         deterministic: Also make torch use deterministic algorithms only (an error is raised
             by torch for an operation that has none), turn off cuDNN autotuning, and set
             ``CUBLAS_WORKSPACE_CONFIG`` unless the environment already sets it.
+
+    Raises:
+        epochal.SeedError: ``seed`` is not an integer in ``[0, 2**64)``.
     """
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    seed = check_seed(seed)
     random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # seeds every CUDA device too
+    if seed < 1 << 32:  # what these generators always got
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # seeds every CUDA device too
+    else:
+        # numpy's global RNG takes 32-bit words and torch's CPU generator keeps only the
+        # low 32 bits; a hash of the seed makes both depend on all 64 bits (seed 2**32
+        # is not seed 0) and keeps numpy's words unlike python's (its words of ``seed``)
+        wide = splitmix64(seed)
+        np.random.seed([wide & 0xFFFFFFFF, wide >> 32])
+        torch.manual_seed(wide)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_WORKSPACE)
         torch.use_deterministic_algorithms(True)
