@@ -45,7 +45,11 @@ def _as_positions(positions: np.ndarray | list[int] | range, n: int, what: str) 
     array = np.asarray(positions)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{what} must be integers, got an array of dtype {array.dtype}")
-    if array.size and (array.min() < 0 or array.max() >= n):
+    if array.dtype == np.int64:  # negatives read as huge unsigned values: one pass, both ends
+        outside = array.size and int(array.view(np.uint64).max()) >= n
+    else:
+        outside = array.size and (array.min() < 0 or array.max() >= n)
+    if outside:
         bad = array[(array < 0) | (array >= n)].flat[0]
         raise IndexError(f"{what} {int(bad)} is out of range for an order of n={n}")
     return array
@@ -132,7 +136,7 @@ class ShuffledOrder(Order):
         return self._apply(array, inverse=True)
 
     def _apply(self, array: np.ndarray, *, inverse: bool) -> np.ndarray:
-        x = array.astype(np.uint64).ravel()
+        x = array.astype(np.uint64).ravel()  # a copy: permuted in place from here on
         self._permute_domain(x, inverse)
         # cycle walking: values that left [0, n) take another step along their cycle;
         # fewer than half do at each step, so this ends after a few short passes
@@ -142,20 +146,30 @@ class ShuffledOrder(Order):
             self._permute_domain(y, inverse)
             x[outside] = y
             outside = outside[y >= self.n]
-        return x.astype(np.int64).reshape(array.shape)
+        # every value is now below n <= 2**62: the same bits read as int64, no copy
+        return x.view(np.int64).reshape(array.shape)
 
     def _permute_domain(self, x: np.ndarray, inverse: bool) -> None:
         """Apply the Feistel permutation of ``[0, 2**b)`` to ``x`` in place, block by block."""
+        # the halves and the hash's two scratch arrays, allocated once for every block
+        scratch = np.empty((4, min(x.size, _CHUNK)), dtype=np.uint64)
         for lo in range(0, x.size, _CHUNK):
             block = x[lo : lo + _CHUNK]
-            block[...] = self._feistel(block, inverse)
+            self._feistel(block, inverse, *scratch[:, : block.size])
 
-    def _feistel(self, x: np.ndarray, inverse: bool) -> np.ndarray:
+    def _feistel(
+        self,
+        x: np.ndarray,
+        inverse: bool,
+        high: np.ndarray,
+        low: np.ndarray,
+        h: np.ndarray,
+        t: np.ndarray,
+    ) -> None:
+        """The Feistel network on ``x`` in place; ``high``, ``low``, ``h``, ``t``: scratch."""
         low_bits, high_bits = self._low_bits, self._high_bits
-        high = x >> np.uint64(low_bits)
-        low = x & np.uint64((1 << low_bits) - 1)
-        h = np.empty_like(x)
-        t = np.empty_like(x)
+        np.right_shift(x, np.uint64(low_bits), out=high)
+        np.bitwise_and(x, np.uint64((1 << low_bits) - 1), out=low)
         rounds = range(_ROUNDS - 1, -1, -1) if inverse else range(_ROUNDS)
         for r in rounds:
             # even rounds change the high half from the low one, odd rounds the reverse;
@@ -165,8 +179,7 @@ class ShuffledOrder(Order):
             else:
                 low ^= _hash(high, self._keys[r], low_bits, h, t)
         high <<= np.uint64(low_bits)
-        high |= low
-        return high
+        np.bitwise_or(high, low, out=x)
 
 
 def make_order(n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> Order:
