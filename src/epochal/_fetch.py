@@ -40,6 +40,11 @@ Transform = Callable[[Any, np.random.Generator], Any]
 
 def _to_tensor(value: Any) -> Any:
     """A numeric numpy column becomes a tensor that owns its memory; anything else stays."""
+    if type(value) is np.ndarray and value.dtype.kind in "biuf":
+        flags = value.flags  # one flags object: the checks below run for every column
+        if flags.writeable and flags.c_contiguous:
+            return torch.from_numpy(value)
+        return torch.from_numpy(np.array(value))
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         if not value.flags.writeable or not value.flags.c_contiguous:
             value = np.array(value)
@@ -128,7 +133,7 @@ class Fetcher:
         return self._bound[1]
 
     def __getitems__(self, request: Request) -> Any:
-        source = self._source_at(request.epoch)
+        source = self._source_at(request.epoch) if self.epoch_dependent else self.source
         if self.columnar:
             columns = source.get_columns(request.indices)
             batch = {name: _to_tensor(column) for name, column in columns.items()}

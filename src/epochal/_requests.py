@@ -8,8 +8,10 @@ how many of them are padded repeats, which is all a worker needs to build the ba
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +31,9 @@ class Request(NamedTuple):
     epoch: int
     indices: np.ndarray
     repeats: int
+
+
+_new_request = functools.partial(tuple.__new__, Request)  # (epoch, indices, repeats) -> Request
 
 
 class BatchRequests:
@@ -55,10 +60,14 @@ class BatchRequests:
             if first < full:
                 positions = plan.full_positions(first, min(stop, full))
                 rows = order.index(positions.ravel()).reshape(positions.shape)
-                for batch_positions, batch_indices in zip(positions, rows):
-                    if feed is not None:
+                if feed is None:
+                    # tuple.__new__ builds each Request in C (Request(...) and _make run a
+                    # Python frame per batch)
+                    yield from map(_new_request, zip(repeat(epoch), rows, repeat(0)))
+                else:
+                    for batch_positions, batch_indices in zip(positions, rows):
                         feed.before(batch_positions)
-                    yield Request(epoch, batch_indices, 0)
+                        yield Request(epoch, batch_indices, 0)
             for k in range(max(first, full), stop):  # the final partial batch, if any
                 if feed is not None:
                     feed.before(plan.positions(k))

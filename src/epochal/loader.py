@@ -382,9 +382,8 @@ class Loader:
 
     def _batches(self) -> Iterator[Any]:
         if self._dataloader is None:
-            for request in self._requests:
-                batch = self._fetcher.__getitems__(request)
-                yield pin_memory(batch) if self.pin_memory else batch
+            batches = map(self._fetcher.__getitems__, self._requests)  # no frame of ours per batch
+            yield from map(pin_memory, batches) if self.pin_memory else batches
             return
         try:
             yield from self._dataloader
@@ -406,20 +405,24 @@ class Loader:
 
     def _run(self, plan: Plan, generation: int) -> Iterator[Any]:
         last = len(plan) - 1
+        # plan.consumed(k) without its calls per batch: the position after batch k < last
+        start, step, full_pass = plan.start, plan.global_batch_size, self.full_pass
         for k, batch in enumerate(self._batches()):
-            self._check_current(generation)
-            if not self.full_pass:
+            if generation != self._generation:
+                self._check_current(generation)
+            if not full_pass:
                 # the epoch rolls over as its last batch is handed out, not when the caller
                 # asks for one more: frameworks stop after len(loader) batches
                 if k == last:
                     self._next_epoch()
                 else:
-                    self._position = plan.consumed(k)
+                    self._position = start + (k + 1) * step
                     self._delivered = True
             yield batch
             if k == last:
                 return  # nothing left: a newer iterator does not make this one an error
-            self._check_current(generation)
+            if generation != self._generation:
+                self._check_current(generation)
         self._check_current(generation)
 
     def _check_current(self, generation: int) -> None:
