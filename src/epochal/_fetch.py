@@ -40,11 +40,6 @@ Transform = Callable[[Any, np.random.Generator], Any]
 
 def _to_tensor(value: Any) -> Any:
     """A numeric numpy column becomes a tensor that owns its memory; anything else stays."""
-    if type(value) is np.ndarray and value.dtype.kind in "biuf":
-        flags = value.flags  # one flags object: the checks below run for every column
-        if flags.writeable and flags.c_contiguous:
-            return torch.from_numpy(value)
-        return torch.from_numpy(np.array(value))
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         if not value.flags.writeable or not value.flags.c_contiguous:
             value = np.array(value)
@@ -52,6 +47,20 @@ def _to_tensor(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
         return value.tolist()
     return value
+
+
+def _tensors(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_to_tensor` of every column, the common case (a fresh, contiguous numeric
+    array) without a call per column: this runs for every batch."""
+    batch = {}
+    for name, column in columns.items():
+        if type(column) is np.ndarray and column.dtype.kind in "biuf":
+            flags = column.flags
+            if flags.writeable and flags.c_contiguous:
+                batch[name] = torch.from_numpy(column)
+                continue
+        batch[name] = _to_tensor(column)
+    return batch
 
 
 def collate(records: list[Any]) -> Any:
@@ -135,8 +144,7 @@ class Fetcher:
     def __getitems__(self, request: Request) -> Any:
         source = self._source_at(request.epoch) if self.epoch_dependent else self.source
         if self.columnar:
-            columns = source.get_columns(request.indices)
-            batch = {name: _to_tensor(column) for name, column in columns.items()}
+            batch = _tensors(source.get_columns(request.indices))
         else:
             batch = self.collate_fn(self._records(request, source))
         if self.with_index:

@@ -382,11 +382,14 @@ class Loader:
 
     def _batches(self) -> Iterator[Any]:
         if self._dataloader is None:
-            batches = map(self._fetcher.__getitems__, self._requests)  # no frame of ours per batch
-            yield from map(pin_memory, batches) if self.pin_memory else batches
-            return
+            # in this process: plain iterators, no generator frame of ours per batch
+            batches = map(self._fetcher.__getitems__, self._requests)
+            return map(pin_memory, batches) if self.pin_memory else batches
+        return self._worker_batches()
+
+    def _worker_batches(self) -> Iterator[Any]:
         try:
-            yield from self._dataloader
+            yield from self._dataloader  # type: ignore[misc]
         except Exception:
             self._drop_workers()
             raise
