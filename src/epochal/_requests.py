@@ -54,12 +54,20 @@ class BatchRequests:
         # hold; the first block is one batch, so the first batch of a pass comes at once)
         block = max(1, _ORDER_BLOCK // plan.batch_size)
         full = plan.full_batches
+        # a sampler's order may be any object with index(); epochal's orders also take ranges
+        index_range = getattr(order, "index_range", None)
         starts = itertools.chain([0], range(1, len(plan), block)) if len(plan) else ()
         for first in starts:
             stop = min(len(plan), first + (1 if first == 0 else block))
             if first < full:
-                positions = plan.full_positions(first, min(stop, full))
-                rows = order.index(positions.ravel()).reshape(positions.shape)
+                span = None
+                if feed is None and index_range is not None:
+                    span = plan.full_range(first, min(stop, full))
+                if span is not None:  # one rank: the block's positions are one range
+                    rows = index_range(*span).reshape(-1, plan.batch_size)
+                else:
+                    positions = plan.full_positions(first, min(stop, full))
+                    rows = order.index(positions.ravel()).reshape(positions.shape)
                 if feed is None:
                     # tuple.__new__ builds each Request in C (Request(...) and _make run a
                     # Python frame per batch)

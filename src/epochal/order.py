@@ -55,6 +55,11 @@ def _as_positions(positions: np.ndarray | list[int] | range, n: int, what: str) 
     return array
 
 
+def _check_range(start: int, stop: int, n: int) -> None:
+    if not 0 <= start <= stop <= n:
+        raise IndexError(f"positions [{start}, {stop}) are out of range for an order of n={n}")
+
+
 class Order:
     """Base of the orders: ``index(positions)`` and its inverse ``position(indices)``."""
 
@@ -83,6 +88,11 @@ class Order:
         """The position of each record index (the inverse of :meth:`index`)."""
         raise NotImplementedError
 
+    def index_range(self, start: int, stop: int) -> np.ndarray:
+        """``index(np.arange(start, stop))``: the record indices at positions ``[start, stop)``."""
+        _check_range(start, stop, self.n)
+        return self.index(np.arange(start, stop, dtype=np.int64))
+
 
 class IdentityOrder(Order):
     """The unshuffled order: position ``p`` holds record ``p`` (``shuffle=False``)."""
@@ -97,6 +107,11 @@ class IdentityOrder(Order):
     def position(self, indices: np.ndarray | list[int] | range) -> np.ndarray:
         """Positions of record ``indices``: the indices themselves."""
         return _as_positions(indices, self.n, "record index").astype(np.int64, copy=True)
+
+    def index_range(self, start: int, stop: int) -> np.ndarray:
+        """Record indices at positions ``[start, stop)``: the range itself."""
+        _check_range(start, stop, self.n)
+        return np.arange(start, stop, dtype=np.int64)
 
     def __repr__(self) -> str:
         return f"IdentityOrder(n={self.n})"
@@ -135,8 +150,17 @@ class ShuffledOrder(Order):
         array = _as_positions(indices, self.n, "record index")
         return self._apply(array, inverse=True)
 
-    def _apply(self, array: np.ndarray, *, inverse: bool) -> np.ndarray:
-        x = array.astype(np.uint64).ravel()  # a copy: permuted in place from here on
+    def index_range(self, start: int, stop: int) -> np.ndarray:
+        """Record indices at positions ``[start, stop)``: the range is checked once, and
+        permuted from a uint64 ``arange`` (no positions array to check and convert)."""
+        _check_range(start, stop, self.n)
+        return self._apply(np.arange(start, stop, dtype=np.uint64), inverse=False, fresh=True)
+
+    def _apply(self, array: np.ndarray, *, inverse: bool, fresh: bool = False) -> np.ndarray:
+        """The permutation (or its inverse) of ``array``; ``fresh``: ``array`` is a new uint64
+        array of the caller's, permuted in place instead of copied first."""
+        # a copy unless fresh: permuted in place from here on
+        x = array.ravel() if fresh else array.astype(np.uint64).ravel()
         self._permute_domain(x, inverse)
         # cycle walking: values that left [0, n) take another step along their cycle;
         # fewer than half do at each step, so this ends after a few short passes

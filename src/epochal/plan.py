@@ -94,6 +94,19 @@ class Plan:
         offset = self.start + self.rank * self.batch_size
         return offset + ks * self.global_batch_size + np.arange(self.batch_size, dtype=np.int64)
 
+    def full_range(self, first: int, stop: int) -> tuple[int, int] | None:
+        """The positions of this rank's full batches ``first..stop-1`` as one range
+        ``[lo, hi)`` when they are contiguous (``world_size == 1``), else None; batch
+        ``first + j`` is then ``[lo + j*batch_size, lo + (j+1)*batch_size)``."""
+        if not 0 <= first <= stop <= self.full_batches:
+            raise IndexError(
+                f"full batches {first}..{stop - 1} are out of range: this pass has "
+                f"{self.full_batches} full batches"
+            )
+        if self.world_size != 1:
+            return None
+        return self.start + first * self.batch_size, self.start + stop * self.batch_size
+
     def _check_batch(self, k: int) -> None:
         if not 0 <= k < len(self):
             raise IndexError(f"batch {k} is out of range for a plan of {len(self)} batches")
