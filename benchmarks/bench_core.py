@@ -89,14 +89,28 @@ def overhead(rounds: int = OVERHEAD_ROUNDS) -> list[str]:
     runs["multiply"] = _multiply_pass(n)
     for fn in runs.values():
         fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(rounds):  # interleaved; each round starts one run later
         for name in names[r % len(names) :] + names[: r % len(names)]:
             gc.collect()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             runs[name]()
-            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    lines = [
+        f"Loader's own cost: {n:,} int64 records, from_arrays, no transform, shuffled, "
+        f"{rounds} interleaved rounds, median",
+    ]
+    for clock, times in (("wall-clock", wall), ("process CPU time", cpu)):
+        lines += _overhead_lines(clock, times, n, rounds)
+    return lines
+
+
+def _overhead_lines(clock: str, times: dict[str, list[float]], n: int, rounds: int) -> list[str]:
+    """The overhead table from one clock's times (CPU time: what this process spent, which
+    the load of a shared machine disturbs far less than wall-clock time)."""
 
     def own_us(b: int, k: int) -> float:
         """The Loader's own microseconds per batch of size ``b`` in round ``k``."""
@@ -114,10 +128,7 @@ def overhead(rounds: int = OVERHEAD_ROUNDS) -> list[str]:
     def med(values: list[float]) -> str:
         return f"{statistics.median(values):.1f} (per-round {min(values):.1f}..{max(values):.1f})"
 
-    lines = [
-        f"Loader's own cost: {n:,} int64 records, from_arrays, no transform, shuffled, "
-        f"{rounds} interleaved rounds, median",
-    ]
+    lines = [f" {clock}:"]
     for b in OVERHEAD_BATCHES:
         bare = statistics.median(t / -(-n // b) * 1e6 for t in times[f"bare{b}"])
         lines.append(
