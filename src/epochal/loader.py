@@ -363,7 +363,9 @@ class Loader:
         requests.plan = plan
         layout = self._window_layout()
         if layout is not None:
-            order: Order = WindowedOrder(layout, seed=self.seed, epoch=self._epoch)
+            order: Order = self._windows.order(
+                self.source, layout, seed=self.seed, epoch=self._epoch
+            )
         else:
             order = self._order_sampler.order(
                 seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
@@ -526,7 +528,7 @@ class Loader:
             world_size=self.world_size,
         )
 
-    def _windows_state(self) -> dict[str, int] | None:
+    def _windows_state(self) -> dict[str, Any] | None:
         self._window_layout()
         return self._windows.state()
 
