@@ -58,11 +58,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests" / "store"))
 
 from disk_env import PeakSampler, cannot_mount_reason, tmpfs, tree_bytes  # noqa: E402
-from s3_env import CountingProxy, fetch_traffic, free_port, moto_server  # noqa: E402
+from s3_env import CountingProxy, fetch_traffic, free_port  # noqa: E402
 
 IMAGE_BYTES = 3072
 SYSTEMS = ("epochal", "streaming", "litdata")
 RESUME_AT = (0.1, 0.5, 0.9)  # fractions of the epoch where a cold restart is measured
+BUILT = ".built"  # marks a finished build folder
 STUCK_GRACE = 15.0  # seconds past a run's budget before a reader without batches is given up
 
 
@@ -469,16 +470,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(cache, ignore_errors=True)
     gc.collect()
     limit = spec["resume_limit"] / len(RESUME_AT)
-    for k, made in enumerate(result["epoch"].pop("states")):
+    for made in result["epoch"].pop("states"):
         if made["state"] is None:
             got = {"error": made.get("error", "no resumable state")}
         else:
-            resume_cache = os.path.join(spec["cache_root"], f"resume-{k}")
-            got = _resume(spec, resume_cache, made["state"], limit)
+            # the epoch's cache folder, emptied: LitData's state names its cache folder
+            shutil.rmtree(cache, ignore_errors=True)
+            got = _resume(spec, cache, made["state"], limit)
             if got.get("stuck"):
                 result["stuck"] = True
-            else:
-                shutil.rmtree(resume_cache, ignore_errors=True)
         result["resumes"].append({"at": made["at"], **got})
         if result.get("stuck"):
             break
@@ -591,6 +591,70 @@ class RankProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def serve_moto(port: int, listing: str) -> None:
+    """The S3 server child: moto's server with the stores put straight into its backend.
+
+    Uploading ~1 GB through HTTP (signing, checksums, moto's request parsing) took minutes on
+    the shared machine; putting the same bytes into moto's backend before it serves gives the
+    same objects (same keys, sizes and ETags) in seconds. Serving is moto's own server.
+    """
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    items = json.loads(Path(listing).read_text())
+    backend.create_bucket(items["bucket"], "us-east-1")
+    for key, path in items["objects"]:
+        backend.put_object(items["bucket"], key, Path(path).read_bytes())
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    server.stop()
+
+
+@contextlib.contextmanager
+def preloaded_moto(work: Path, stores: dict[str, Path], python: str) -> Iterator[Any]:
+    """A moto S3 server (child process on 127.0.0.1) holding ``stores`` (name -> folder)."""
+    from s3_env import BUCKET, S3Server
+
+    objects = [
+        (f"{name}/{p.relative_to(folder)}", str(p))
+        for name, folder in stores.items()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != BUILT
+    ]
+    listing = work / "moto-objects.json"
+    listing.write_text(json.dumps({"bucket": BUCKET, "objects": objects}))
+    port = free_port()
+    env = os.environ | {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    proc = subprocess.Popen([python, __file__, "--moto", str(port), str(listing)], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the moto server child did not start")
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                               "AWS_DEFAULT_REGION")})  # fmt: skip
+        yield S3Server(endpoint_url=f"http://127.0.0.1:{port}", bucket=BUCKET)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -746,11 +810,11 @@ def _combine(
         "extrapolated": not complete,
         "requests": sum(e.get("requests", 0) for e in epochs),
         "samples_per_s": statistics.median(e["samples"] / e["seconds"] for e in epochs),
-        "steady_per_s": statistics.median(
-            (e["samples"] - e["first_samples"]) / max(e["seconds"] - e["first_batch"], 1e-9)
-            for e in epochs
+        "steady_per_s": statistics.median(_steady(e) for e in epochs),
+        # a rank without any batch: its wait so far (a lower bound), the "read" column says so
+        "first_batch": max(
+            e["seconds"] if e["first_batch"] is None else e["first_batch"] for e in epochs
         ),
-        "first_batch": max(e["first_batch"] or float("nan") for e in epochs),
         "first_bytes": first_bytes,
         "resumes": resumes,
         "tv": _tv_mean(batches, classes, hist),
@@ -760,6 +824,13 @@ def _combine(
         "cache_bytes": cache_bytes,
         "describe": sorted({e["describe"] for e in epochs if e.get("describe")}),
     }
+
+
+def _steady(epoch: dict[str, Any]) -> float:
+    """Samples/s after the first batch (0 where no second batch came)."""
+    if epoch["first_batch"] is None or epoch["samples"] <= epoch["first_samples"]:
+        return 0.0
+    return (epoch["samples"] - epoch["first_samples"]) / (epoch["seconds"] - epoch["first_batch"])
 
 
 def _epoch_bytes(epoch: dict[str, Any], samples: int) -> float:
@@ -779,31 +850,13 @@ def _epoch_bytes(epoch: dict[str, Any], samples: int) -> float:
     return epoch["first_bytes"] + rate * max(0, samples - epoch["first_samples"])
 
 
-def _upload(fs: Any, local: Path, url: str, *, skip: str) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    paths = [p for p in sorted(local.rglob("*")) if p.is_file() and p.name != skip]
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            pool.map(
-                lambda p: fs.put_file(
-                    str(p), f"{url.removeprefix('s3://')}/{p.relative_to(local)}"
-                ),
-                paths,
-            )
-        )
-
-
-def prepare(args: argparse.Namespace, server: Any, systems: list[str]) -> Setup:
-    """Generate the data, build each system's copy locally and upload it to the server."""
-    import s3fs
-
+def prepare(args: argparse.Namespace, systems: list[str]) -> Setup:
+    """Generate the data and build each system's copy locally (the server comes after)."""
     work = Path(args.workdir)
     (work / "caches").mkdir(parents=True, exist_ok=True)
     images, labels = make_data(work / "data", args.records, args.classes)
     raw = images.nbytes + labels.nbytes
     shard = int(min(8 << 20, max(256 << 10, raw // 40)))
-    fs = s3fs.S3FileSystem(**server.options, skip_instance_cache=True)
     ranks = {
         (system, rank): RankProcess(args.python, system, work / f"{system}-rank{rank}.log")
         for system in systems
@@ -811,12 +864,11 @@ def prepare(args: argparse.Namespace, server: Any, systems: list[str]) -> Setup:
     }
     for process in ranks.values():  # their imports overlap with the builds below
         process.start()
-    urls, local_paths, sizes = {}, {}, {}
-    ok = []
+    local_paths, sizes = {}, {}
     for system in systems:
         t0 = time.perf_counter()
         out = work / f"{system}-{args.records}-{args.classes}-{shard}"
-        done = out / ".built"  # the peers' builds do not depend on epochal: kept between runs
+        done = out / BUILT  # the peers' builds do not depend on epochal: kept between runs
         try:
             if done.exists() and system != "epochal" and not args.rebuild:
                 pass
@@ -833,16 +885,14 @@ def prepare(args: argparse.Namespace, server: Any, systems: list[str]) -> Setup:
             continue
         built = time.perf_counter() - t0
         done.touch()
-        urls[system] = server.url(f"{system}-{args.records}")
-        _upload(fs, out, urls[system], skip=done.name)
         local_paths[system] = str(out)
         sizes[system] = tree_bytes(out)
-        ok.append(system)
-        say(f"  {system:9} {sizes[system] / 1e6:7.1f} MB in {len(list(out.iterdir())) - 1} "
-              f"files, built in {built:5.1f} s{'' if built > 1 else ' (kept)'}, uploaded in "
-              f"{time.perf_counter() - t0 - built:5.1f} s", flush=True)  # fmt: skip
+        files = sum(1 for p in out.rglob("*") if p.is_file() and p.name != BUILT)
+        say(f"  {system:9} {sizes[system] / 1e6:7.1f} MB in {files} files, "
+            f"built in {built:5.1f} s{'' if built > 1 else ' (kept from an earlier run)'}",
+            flush=True)  # fmt: skip
     return Setup(args=args, python=args.python, work=work, n=args.records, store_bytes=sizes,
-                 urls=urls, locals=local_paths, server=server, labels=np.asarray(labels),
+                 urls={}, locals=local_paths, server=None, labels=np.asarray(labels),
                  ranks=ranks, argv=args.argv)  # fmt: skip
 
 
@@ -879,9 +929,29 @@ def probe_links(setup: Setup) -> str:
     return "\n".join(lines)
 
 
+# The default configurations (system, net, cache, workers, W): the issue's axes one at a
+# time around epochal's slow-network run at 25%, and the peers where they differ most
+# (a full product took far over the ~15 minutes a run may take on the shared machine).
+DEFAULT_PLAN = [
+    *[("epochal", "local", 1.0, w, ws) for w, ws in ((0, 1), (2, 1), (0, 2), (2, 2))],
+    ("epochal", "slow", 0.25, 0, 1), ("epochal", "slow", 0.10, 0, 1),
+    ("epochal", "free", 0.25, 0, 1), ("epochal", "slow", 0.25, 2, 1),
+    ("epochal", "slow", 0.25, 0, 2), ("epochal", "slow", 0.10, 0, 2),
+    ("epochal", "slow", 0.25, 2, 2),
+    ("streaming", "local", 1.0, 0, 1), ("streaming", "slow", 0.25, 0, 1),
+    ("streaming", "slow", 0.25, 0, 2),
+    ("litdata", "local", 1.0, 0, 1), ("litdata", "slow", 0.25, 0, 1),
+    ("litdata", "local", 1.0, 0, 2), ("litdata", "slow", 0.25, 0, 2),
+    ("litdata", "local", 1.0, 2, 1), ("litdata", "slow", 0.25, 2, 1),
+]  # fmt: skip
+
+
 def plan_runs(args: argparse.Namespace, systems: list[str]) -> list[Run]:
-    """Every combination with --full; else the peers (which may thrash) and the free network
-    only at the largest cache, to keep the run short on a shared machine."""
+    """DEFAULT_PLAN (of the systems that could run), or with --full every combination of
+    the --caches, --workers, --worlds and --nets asked for."""
+    if not args.full:
+        return [Run(system=s, net=n, cache=c, workers=w, world=ws)
+                for s, n, c, w, ws in DEFAULT_PLAN if s in systems]  # fmt: skip
     runs = []
     for system in systems:
         for workers in args.workers:
@@ -891,23 +961,19 @@ def plan_runs(args: argparse.Namespace, systems: list[str]) -> list[Run]:
                 )
                 for net in args.nets:
                     for cache in args.caches:
-                        if _wanted(args, system, net, cache):
-                            runs.append(Run(system=system, net=net, cache=cache,
-                                            workers=workers, world=world))  # fmt: skip
+                        runs.append(Run(system=system, net=net, cache=cache,
+                                        workers=workers, world=world))  # fmt: skip
     return runs
-
-
-def _wanted(args: argparse.Namespace, system: str, net: str, cache: float) -> bool:
-    if args.full or (system == "epochal" and net == "slow"):
-        return True
-    slowest = "slow" if "slow" in args.nets else args.nets[0]
-    return cache == max(args.caches) and (system == "epochal" or net == slowest)
 
 
 def _fmt(x: Any, spec: str, none: str = "-") -> str:
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return none
     return format(x, spec)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
 
 
 def _note(errors: list[str], error: str | None) -> str:
@@ -938,8 +1004,8 @@ def table(
             rows.append([*head, f"error: {_note(errors, res['error'])}"])
             continue
         base = local.get((run.system, run.workers, run.world))
-        rate = _fmt(res["samples_per_s"] / base["samples_per_s"] if base else None, ".2f")
-        steady = _fmt(res["steady_per_s"] / base["steady_per_s"] if base else None, ".2f")
+        rate = _fmt(_ratio(res["samples_per_s"], base["samples_per_s"]) if base else None, ".2f")
+        steady = _fmt(_ratio(res["steady_per_s"], base["steady_per_s"]) if base else None, ".2f")
         resume_s, resume_b = [], []
         for x in res["resumes"]:
             if "error" in x:
@@ -1116,6 +1182,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--serve"]:
         serve(argv[1])
         return 0
+    if argv[:1] == ["--moto"]:
+        serve_moto(int(argv[1]), argv[2])
+        return 0
     if argv[:1] == ["--build"]:
         system, out, shard, data, n, classes = argv[1:7]
         images, labels = make_data(Path(data), int(n), int(classes))
@@ -1181,8 +1250,15 @@ def main(argv: list[str]) -> int:
         else:
             systems.append(system)
     say(f"remote benchmark: {args.records:,} records, systems {systems}, ranks run {args.python}")
-    with moto_server(in_process=False) as server:
-        setup = prepare(args, server, systems)
+    setup = prepare(args, systems)
+    t0 = time.perf_counter()
+    names = {system: f"{system}-{args.records}" for system in setup.locals}
+    stores = {names[s]: Path(p) for s, p in setup.locals.items()}
+    with preloaded_moto(setup.work, stores, args.python) as server:
+        setup.server = server
+        setup.urls = {system: server.url(name) for system, name in names.items()}
+        say(f"  moto server on {server.endpoint_url} holding the stores, "
+            f"started in {time.perf_counter() - t0:.1f} s")  # fmt: skip
         links = probe_links(setup)
         say(links, flush=True)
         ref_tv = _global_shuffle_tv(setup.labels, args.batch, args.classes)
