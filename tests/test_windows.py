@@ -17,6 +17,7 @@ from epochal._windows import (
     WindowFeed,
     WindowLayout,
     choose_layout,
+    segments_digest,
 )
 from epochal.order import make_order
 from epochal.plan import Plan
@@ -638,3 +639,123 @@ def test_describe_says_when_a_layout_misses_the_mixing_goal():
     assert small.mixing_factor > 1.25 and large.mixing_factor < 1.25
     assert "above the 1.25x goal" in epochal._windows.describe_layout(small)
     assert "goal" not in epochal._windows.describe_layout(large)
+
+
+# -- blocks aligned to a source's segments (a store's shards) -------------------------------
+
+# shard-like segments (empty ones too), in at most ~12 windows
+segmented = st.builds(
+    lambda counts, b, m, w, bsz: (
+        counts,
+        _layout(sum(counts), b, max(m, -(-sum(counts) // (12 * w * bsz))), w, bsz),
+    ),
+    counts=st.lists(st.integers(0, 90), min_size=1, max_size=12).filter(lambda c: sum(c) > 0),
+    b=st.sampled_from([1, 2, 4, 8, 16]),
+    m=st.integers(1, 6),
+    w=st.integers(1, 3),
+    bsz=st.integers(1, 9),
+)
+
+
+def _segmented(counts: list[int], layout: WindowLayout, seed: int) -> WindowedOrder:
+    starts = np.cumsum([0, *counts])
+    aligned = WindowLayout(**{**layout.as_dict(), "segments": segments_digest(starts)})
+    return WindowedOrder(aligned, seed=seed, epoch=1, segments=starts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(segmented, st.integers(0, 1000))
+def test_blocks_aligned_to_segments_keep_the_order_exact(case, seed):
+    """With segments the order is still a bijection, ``position`` its inverse, and each
+    (window, rank)'s ranges are exactly what it reads, each inside one segment."""
+    counts, layout = case
+    order = _segmented(counts, layout, seed)
+    n = layout.num_records
+    indices = order[:]
+    assert np.array_equal(np.sort(indices), np.arange(n))
+    assert np.array_equal(order.position(indices), np.arange(n))
+    starts = np.cumsum([0, *counts])
+    for window, rank, positions in _windows_and_ranks(layout):
+        ranges = order.ranges(window, ranks=[rank])
+        assert np.all(ranges[:, 1] > ranges[:, 0])
+        segment = np.searchsorted(starts, ranges[:, 0], side="right") - 1
+        assert np.all(ranges[:, 1] <= starts[segment + 1]), "a range stays in one segment"
+        scheduled = np.concatenate([np.arange(lo, hi) for lo, hi in ranges] or [[]])
+        assert np.array_equal(np.sort(order.index(positions)), np.sort(scheduled))
+
+
+@settings(max_examples=40, deadline=None)
+@given(segmented, st.integers(0, 1000), st.sampled_from([1, 2, 4]))
+def test_a_unit_of_a_whole_block_is_read_in_one_window_or_two_consecutive(case, seed, unit):
+    """Fetch units (``unit`` records, restarting at every segment start; ``unit`` divides
+    ``b``) of the segments' whole blocks are read by one window or two consecutive ones
+    (both in the cache), never by windows far apart: each is downloaded once per epoch.
+    Without segments a store whose shards are not a multiple of ``b`` breaks this."""
+    counts, layout = case
+    b = layout.block_records
+    if b % unit:
+        return
+    order = _segmented(counts, layout, seed)
+    starts = np.cumsum([0, *counts])
+    seen: dict[tuple[int, int], set[int]] = {}
+    for window in range(layout.num_windows):
+        start, _, stop = layout.window_bounds(window)
+        records = order.index(np.arange(start, stop))
+        segment = np.searchsorted(starts, records, side="right") - 1
+        local = records - starts[segment]
+        whole = local < np.asarray(counts)[segment] // b * b
+        for key in set(zip(segment[whole].tolist(), (local[whole] // unit).tolist())):
+            seen.setdefault(key, set()).add(window)
+    assert all(max(ws) - min(ws) <= 1 for ws in seen.values())
+
+
+def test_segments_that_hold_whole_blocks_keep_the_unsegmented_order():
+    starts = np.array([0, 8, 16, 23])
+    assert epochal._windows._Segments.is_identity(starts, 4)
+    assert epochal._windows._Segments.is_identity(np.array([0, 8, 8, 11, 11]), 4)
+    assert not epochal._windows._Segments.is_identity(np.array([0, 7, 16, 23]), 4)
+    layout = _layout(23, 4, 2, 2, 2)
+    assert layout.as_dict() == WindowLayout.from_dict(layout.as_dict()).as_dict()
+    assert "segments" not in layout.as_dict()
+
+
+class _Sharded(FakeStore):
+    """A windowed fake whose fetch units restart at shard starts, like a store's granules."""
+
+    def __init__(self, counts: list[int], **kwargs):
+        super().__init__(sum(counts), **kwargs)
+        self.starts = np.cumsum([0, *counts])
+
+    def segment_starts(self) -> np.ndarray:
+        return self.starts
+
+
+def test_loader_aligns_blocks_to_a_source_s_segments_and_keeps_them_in_its_state():
+    counts = [43] * 8 + [17]
+    n = sum(counts)
+    source = _Sharded(counts, hint=_hint(n, 0.1, unit=4))
+    loader = epochal.Loader(source, 8, seed=3, with_index=True)
+    state = loader.state_dict()
+    layout = WindowLayout.from_dict(state["windows"])
+    assert layout.segments == segments_digest(source.starts)
+    assert "blocks aligned to the source segments" in loader.describe()
+    head = []
+    for batch in loader:
+        head += batch["_index"].tolist()
+        if len(head) >= 160:
+            break
+    middle = loader.state_dict()
+    rest = _epoch_indices(loader)
+    order = _segmented(counts, WindowLayout(**{**layout.as_dict(), "segments": None}), 3)
+    expected = WindowedOrder(layout, seed=3, epoch=0, segments=source.starts)
+    assert head + [i for b in rest for i in b] == expected.index(np.arange(n)).tolist()
+    assert order.layout.segments == layout.segments
+    # an exact resume from the middle state, also in a fresh loader
+    again = epochal.Loader(_Sharded(counts, hint=_hint(n, 0.1, unit=4)), 8, seed=3, with_index=True)
+    again.load_state_dict(middle)
+    assert _epoch_indices(again) == rest
+    # a source whose segments differ is not the one the state was taken with
+    other = epochal.Loader(_Sharded([44] * 8 + [9], hint=_hint(n, 0.1, unit=4)), 8, seed=3)
+    other.load_state_dict(middle)
+    with pytest.raises(epochal.StateError, match="segments with digest"):
+        next(iter(other))

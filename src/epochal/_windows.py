@@ -10,11 +10,22 @@ O(1) memory, exact for every ``n``, so resume stays O(1).
 Geometry (a :class:`WindowLayout` of ``n`` records, block size ``b``, window bound ``S``,
 and the world size ``W`` and batch size ``B`` it was made for; ``G = B * W``):
 
-- Blocks are global record ranges: block ``k`` is records ``[k*b, (k+1)*b)``. A keyed
-  bijection (:class:`epochal.order.ShuffledOrder` under its own salt) permutes the
+- Blocks are ranges of ``b`` consecutive *block records*: block ``k`` is ``[k*b, (k+1)*b)``.
+  A keyed bijection (:class:`epochal.order.ShuffledOrder` under its own salt) permutes the
   ``n // b`` full blocks into the *block order*; the ``n % b`` tail records come last, as
-  they are. Block-order slot ``q`` holds record ``perm(q // b) * b + q % b`` (or ``q`` in
-  the tail): O(1).
+  they are. Block-order slot ``q`` holds block record ``perm(q // b) * b + q % b`` (or
+  ``q`` in the tail): O(1).
+- Block records are the source's records, unless the source reads in *segments* (a store:
+  its shards, whose fetch units restart at every shard start). Then block records first
+  list every segment's whole blocks (``b`` records from the segment's start, ``2b``, ...),
+  segment by segment, then every segment's remainder (fewer than ``b`` records), so a
+  whole block never straddles a segment and, ``b`` being a multiple of the source's fetch
+  unit, never straddles a unit either: each unit is read in one window (or two consecutive
+  ones) instead of two windows far apart, i.e. downloaded once per epoch instead of about
+  twice. Only blocks made of remainders still straddle units. The map costs a
+  search in a table of the segment starts (which the source holds anyway): O(1) in records,
+  O(log segments) per index. The layout records a digest of the starts
+  (``WindowLayout.segments``), and states of layouts without it keep the unsegmented order.
 - Windows are consecutive block-order ranges. The epoch's ``NG = n // G`` full global
   batches are cut into ``ceil(NG / (S // G))`` windows as evenly as the plan cuts a last
   batch: the first ``NG % windows`` windows hold one global batch more. Even windows keep
@@ -53,9 +64,12 @@ epoch ends. The next epoch gets a layout made for the new topology.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,6 +100,8 @@ __all__ = [
     "choose_layout",
     "describe_layout",
     "read_hint",
+    "segment_starts",
+    "segments_digest",
 ]
 
 log = logging.getLogger("epochal")
@@ -159,7 +175,12 @@ class WindowedSource(Protocol):
         the requests of window id ``window + 2`` begin)."""
         ...
 
+    # Optional: ``segment_starts() -> np.ndarray | None``, the record starts of the segments
+    # the source fetches from (its shards) and ``n`` last, when its fetch units restart at
+    # every segment start; blocks are then aligned to them (see the module docstring).
 
+
+_HEX16 = re.compile(r"[0-9a-f]{16}")
 _LAYOUT_FIELDS = ("num_records", "block_records", "window_records", "world_size", "batch_size")
 
 
@@ -177,6 +198,9 @@ class WindowLayout:
             multiple of the global batch ``batch_size * world_size``.
         world_size: the world size the layout was made for.
         batch_size: the per-rank batch size the layout was made for.
+        segments: digest (:func:`segments_digest`) of the source's segment starts when
+            blocks are aligned to segments (see the module docstring); None when block
+            records are the source's records.
     """
 
     num_records: int
@@ -184,12 +208,20 @@ class WindowLayout:
     window_records: int
     world_size: int
     batch_size: int
+    segments: str | None = None
 
     def __post_init__(self) -> None:
         for name in _LAYOUT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise Error(f"WindowLayout.{name} must be an integer >= 1, got {value!r}")
+        if self.segments is not None and not (
+            isinstance(self.segments, str) and _HEX16.fullmatch(self.segments)
+        ):
+            raise Error(
+                f"WindowLayout.segments must be None or 16 lowercase hex digits (a digest of the "
+                f"segment starts), got {self.segments!r}"
+            )
         if self.num_records > MAX_RECORDS:
             raise Error(f"WindowLayout.num_records must be <= 2**62, got {self.num_records}")
         if self.window_records % self.global_batch_size:
@@ -199,9 +231,13 @@ class WindowLayout:
                 f"world_size {self.world_size})"
             )
 
-    def as_dict(self) -> dict[str, int]:
-        """The layout as a plain JSON-able dict."""
-        return {name: getattr(self, name) for name in _LAYOUT_FIELDS}
+    def as_dict(self) -> dict[str, Any]:
+        """The layout as a plain JSON-able dict (``"segments"`` only when set, so layouts
+        without segments give the same dict as before segments existed)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in _LAYOUT_FIELDS}
+        if self.segments is not None:
+            out["segments"] = self.segments
+        return out
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> WindowLayout:
@@ -210,10 +246,13 @@ class WindowLayout:
         Raises:
             Error: ``value`` is not a dict of exactly the layout's fields, or they are invalid.
         """
-        if not isinstance(value, Mapping) or set(value) != set(_LAYOUT_FIELDS):
+        if not isinstance(value, Mapping) or set(value) - {"segments"} != set(_LAYOUT_FIELDS):
             got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
-            raise Error(f"a window layout needs exactly the keys {list(_LAYOUT_FIELDS)}, got {got}")
-        return cls(**{name: value[name] for name in _LAYOUT_FIELDS})
+            raise Error(
+                f"a window layout needs exactly the keys {list(_LAYOUT_FIELDS)} (and optionally "
+                f"'segments'), got {got}"
+            )
+        return cls(**{name: value[name] for name in (*_LAYOUT_FIELDS, "segments") if name in value})
 
     @property
     def global_batch_size(self) -> int:
@@ -360,6 +399,129 @@ def read_hint(source: Any) -> ReadHint | None:
     return hint
 
 
+def segment_starts(source: Any, num_records: int) -> np.ndarray | None:
+    """The source's segment starts (``[0, ..., num_records]``), or None when it has none.
+
+    Raises:
+        Error: the source's starts are not ascending from 0 to ``num_records``.
+    """
+    method = getattr(source, "segment_starts", None)
+    if not callable(method):
+        return None
+    value = method()
+    return None if value is None else _check_starts(value, num_records)
+
+
+def _check_starts(value: Any, num_records: int) -> np.ndarray:
+    starts = np.asarray(value)
+    if (
+        starts.ndim != 1
+        or len(starts) < 2
+        or starts.dtype.kind not in "iu"
+        or int(starts[0]) != 0
+        or int(starts[-1]) != num_records
+        or np.any(np.diff(starts) < 0)
+    ):
+        raise Error(
+            f"segment starts must be ascending integers from 0 to num_records={num_records}, "
+            f"got {value!r}"
+        )
+    return starts.astype(np.int64)
+
+
+def segments_digest(starts: np.ndarray) -> str:
+    """16 hex digits identifying segment starts (kept in :attr:`WindowLayout.segments`)."""
+    raw = np.ascontiguousarray(starts, dtype="<i8").tobytes()
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+class _Segments:
+    """Block records <-> records when blocks are aligned to segments (module docstring).
+
+    Block records ``[0, split)`` are the segments' whole blocks, segment by segment; block
+    records ``[split, n)`` the segments' remainders, segment by segment.
+    """
+
+    def __init__(self, starts: np.ndarray, b: int) -> None:
+        counts = np.diff(starts)
+        whole = counts // b
+        self.b = b
+        self.starts = starts
+        self.head = whole * b  # records of each segment in whole blocks
+        self.block_base = np.concatenate([[0], np.cumsum(whole)]).astype(np.int64)
+        self.rest_base = np.concatenate([[0], np.cumsum(counts - self.head)]).astype(np.int64)
+        self.split = int(self.block_base[-1]) * b
+
+    @staticmethod
+    def is_identity(starts: np.ndarray, b: int) -> bool:
+        """True when every segment but the last non-empty one holds whole blocks: then the
+        map is the identity and the unsegmented order is the same order."""
+        counts = np.diff(starts)
+        filled = np.flatnonzero(counts)
+        return not filled.size or not np.any(counts[: filled[-1]] % b)
+
+    def records(self, v: np.ndarray) -> np.ndarray:
+        """Records of block records ``v``."""
+        low = v < self.split
+        if low.all():
+            return self._whole(v)
+        out = np.empty_like(v)
+        out[low] = self._whole(v[low])
+        high = ~low
+        t = v[high] - self.split
+        s = np.searchsorted(self.rest_base, t, side="right") - 1
+        out[high] = self.starts[s] + self.head[s] + (t - self.rest_base[s])
+        return out
+
+    def _whole(self, v: np.ndarray) -> np.ndarray:
+        b = self.b
+        k = v // b
+        s = np.searchsorted(self.block_base, k, side="right") - 1
+        return self.starts[s] + (k - self.block_base[s]) * b + (v - k * b)
+
+    def block_records(self, records: np.ndarray) -> np.ndarray:
+        """Block records of ``records`` (the inverse of :meth:`records`)."""
+        s = np.searchsorted(self.starts, records, side="right") - 1
+        o = records - self.starts[s]
+        return np.where(
+            o < self.head[s],
+            self.block_base[s] * self.b + o,
+            self.split + self.rest_base[s] + (o - self.head[s]),
+        )
+
+    def ranges(self, ranges: np.ndarray) -> np.ndarray:
+        """Record ranges of block-record ranges (each inside one block), in the same order;
+        a range over remainders becomes one range per segment it covers."""
+        if not len(ranges):
+            return ranges
+        lo, hi = ranges[:, 0], ranges[:, 1]
+        low = lo < self.split
+        # segments each range covers: one for a whole block, s0..s1 for remainders
+        s0 = np.empty_like(lo)
+        s1 = np.empty_like(lo)
+        s0[low] = s1[low] = np.searchsorted(self.block_base, lo[low] // self.b, side="right") - 1
+        t0, t1 = lo[~low] - self.split, hi[~low] - self.split
+        s0[~low] = np.searchsorted(self.rest_base, t0, side="right") - 1
+        s1[~low] = np.searchsorted(self.rest_base, t1 - 1, side="right") - 1
+        count = s1 - s0 + 1
+        row = np.repeat(np.arange(len(lo)), count)
+        seg = s0[row] + (np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count))
+        first = np.empty(len(row), dtype=np.int64)
+        length = np.empty(len(row), dtype=np.int64)
+        whole = low[row]
+        first[whole] = self._whole(lo[row[whole]])
+        length[whole] = (hi - lo)[row[whole]]
+        rest = ~whole
+        base = self.rest_base[seg[rest]]
+        a = np.maximum(lo[row[rest]] - self.split, base)
+        e = np.minimum(hi[row[rest]] - self.split, self.rest_base[seg[rest] + 1])
+        first[rest] = self.starts[seg[rest]] + self.head[seg[rest]] + (a - base)
+        length[rest] = e - a
+        keep = length > 0
+        first, length = first[keep], length[keep]
+        return np.stack([first, first + length], axis=1)
+
+
 def describe_layout(layout: WindowLayout, hint: ReadHint | None = None) -> str:
     """One line saying what a layout reads: blocks, windows and the mixing it promises."""
     b, s = layout.block_records, layout.window_records
@@ -371,6 +533,7 @@ def describe_layout(layout: WindowLayout, hint: ReadHint | None = None) -> str:
     return (
         f"windowed order: blocks of {b} records{size(b)}, windows of up to {s} records, "
         f"{per_rank} per rank{size(per_rank)}, {layout.num_windows} windows per epoch, "
+        f"{'blocks aligned to the source segments, ' if layout.segments else ''}"
         f"made for world_size {layout.world_size} x batch_size {layout.batch_size}; expected "
         f"batch mixing {layout.mixing_factor:.2f}x a global shuffle's"
     ) + (
@@ -446,15 +609,43 @@ class WindowedOrder(Order):
         layout: the epoch's :class:`WindowLayout`.
         seed: the run's seed, in ``[0, 2**64)``.
         epoch: the epoch, in ``[0, 2**64)``.
+        segments: the source's segment starts (:func:`segment_starts`); needed, and
+            checked against the digest, when ``layout.segments`` is set; else unused.
+
+    Raises:
+        Error: the layout aligns blocks to segments and ``segments`` is missing or not
+            the segments it was made for.
     """
 
-    def __init__(self, layout: WindowLayout, *, seed: int, epoch: int) -> None:
+    def __init__(
+        self,
+        layout: WindowLayout,
+        *,
+        seed: int,
+        epoch: int,
+        segments: np.ndarray | None = None,
+    ) -> None:
         seed, epoch = int(seed), int(epoch)
         _check_seed_epoch(seed, epoch)
         self.layout = layout
         self.seed, self.epoch = seed, epoch
         self.n = n = layout.num_records
         b, g = layout.block_records, layout.global_batch_size
+        self._segments: _Segments | None = None
+        if layout.segments is not None:
+            if segments is None:
+                raise Error(
+                    f"this window layout aligns blocks to segments (digest {layout.segments}): "
+                    f"pass the source's segment starts"
+                )
+            starts = _check_starts(segments, n)
+            if segments_digest(starts) != layout.segments:
+                raise Error(
+                    f"this window layout was made for segments with digest {layout.segments}, "
+                    f"but the segments given have digest {segments_digest(starts)} (the source "
+                    f"changed?)"
+                )
+            self._segments = _Segments(starts, b)
         self._full_blocks = n // b
         self._blocks = None
         if self._full_blocks:
@@ -593,6 +784,10 @@ class WindowedOrder(Order):
         return self._blocks.index(k)
 
     def _records(self, q: np.ndarray) -> np.ndarray:
+        v = self._block_records(q)
+        return v if self._segments is None or not v.size else self._segments.records(v)
+
+    def _block_records(self, q: np.ndarray) -> np.ndarray:
         b = self.layout.block_records
         limit = self._full_blocks * b
         if not q.size or self._blocks is None:
@@ -609,6 +804,8 @@ class WindowedOrder(Order):
         return out
 
     def _slots_of(self, records: np.ndarray) -> np.ndarray:
+        if self._segments is not None and records.size:
+            records = self._segments.block_records(records)
         b = self.layout.block_records
         limit = self._full_blocks * b
         out = records.copy()
@@ -641,8 +838,8 @@ class WindowedOrder(Order):
 
         Returns:
             int64 array ``(k, 2)`` of ``[start, stop)`` record ranges, each inside one
-            block: per rank, the blocks the first batch reads (in the order it reads
-            them), then its other blocks; the final batch's blocks last.
+            block (and one segment): per rank, the blocks the first batch reads (in the
+            order it reads them), then its other blocks; the final batch's blocks last.
         """
         layout = self.layout
         start, ranked_stop, stop = layout.window_bounds(window)
@@ -669,10 +866,11 @@ class WindowedOrder(Order):
             parts.append(self._slot_ranges(ranked_stop, stop))
         if not parts:
             return np.empty((0, 2), dtype=np.int64)
-        return np.concatenate(parts)
+        out = np.concatenate(parts)
+        return out if self._segments is None else self._segments.ranges(out)
 
     def _slot_ranges(self, lo: int, hi: int) -> np.ndarray:
-        """Record ranges of block-order slots ``[lo, hi)``, one per block, in slot order."""
+        """Block-record ranges of block-order slots ``[lo, hi)``, one per block, in slot order."""
         b = self.layout.block_records
         ks = np.arange(lo // b, (hi - 1) // b + 1, dtype=np.int64)
         first = np.maximum(lo, ks * b)
@@ -808,6 +1006,7 @@ class EpochWindows:
         self._epoch: int | None = None  # the epoch _layout belongs to
         self._layout: WindowLayout | None = None
         self._hint: ReadHint | None = None
+        self._starts: np.ndarray | None = None  # the source's segment starts, once asked
         self.ids: Iterator[int] = _Ids()
 
     def layout(
@@ -825,19 +1024,45 @@ class EpochWindows:
             self._layout = None
             hint = read_hint(source) if usable else None
             if hint is not None:
-                self._layout = choose_layout(
+                layout = choose_layout(
                     hint, num_records=num_records, batch_size=batch_size, world_size=world_size
                 )
-                log.info("epochal: epoch %d uses a %s", epoch, describe_layout(self._layout, hint))
+                starts = segment_starts(source, num_records)
+                if starts is not None and not _Segments.is_identity(starts, layout.block_records):
+                    layout = dataclasses.replace(layout, segments=segments_digest(starts))
+                    self._starts = starts
+                self._layout = layout
+                log.info("epochal: epoch %d uses a %s", epoch, describe_layout(layout, hint))
             self._hint = hint
             self._epoch = epoch
         return self._layout
+
+    def order(self, source: Any, layout: WindowLayout, *, seed: int, epoch: int) -> WindowedOrder:
+        """The windowed order of ``layout``, with the source's segments when it uses them.
+
+        Raises:
+            StateError: the layout (from a loaded state) aligns blocks to segments that
+                this source does not have.
+        """
+        starts = None
+        if layout.segments is not None:
+            starts = self._starts
+            if starts is None or segments_digest(starts) != layout.segments:
+                starts = self._starts = segment_starts(source, layout.num_records)
+            if starts is None or segments_digest(starts) != layout.segments:
+                got = "none" if starts is None else f"digest {segments_digest(starts)}"
+                raise StateError(
+                    f"Loader state's windows layout aligns blocks to segments with digest "
+                    f"{layout.segments}, but this source's segments have {got}: it is not the "
+                    f"source the state was taken with"
+                )
+        return WindowedOrder(layout, seed=seed, epoch=epoch, segments=starts)
 
     def describe(self) -> str | None:
         """The current layout's line (None for the plain order)."""
         return None if self._layout is None else describe_layout(self._layout, self._hint)
 
-    def state(self) -> dict[str, int] | None:
+    def state(self) -> dict[str, Any] | None:
         """The current epoch's layout for the loader state (None for the plain order)."""
         return None if self._layout is None else self._layout.as_dict()
 

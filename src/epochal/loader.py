@@ -655,7 +655,9 @@ class Loader:
         self._sampler.plan = plan
         layout = self._window_layout()
         if layout is not None:
-            order: Order = WindowedOrder(layout, seed=self.seed, epoch=self._epoch)
+            order: Order = self._windows.order(
+                self.source, layout, seed=self.seed, epoch=self._epoch
+            )
         elif self.sampler is None:
             order = make_order(
                 self.num_records, seed=self.seed, epoch=self._epoch, shuffle=self.shuffle
@@ -847,7 +849,7 @@ class Loader:
             world_size=self.world_size,
         )
 
-    def _windows_state(self) -> dict[str, int] | None:
+    def _windows_state(self) -> dict[str, Any] | None:
         self._window_layout()
         return self._windows.state()
 

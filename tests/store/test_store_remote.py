@@ -379,3 +379,48 @@ def test_scheduled_units_survive_eviction_until_retired(s3, tmp_path):
         store.get_columns(batch)
     assert not all(os.path.exists(p) for p in pinned)  # no longer protected: evicted first
     cache.close()
+
+
+def _labelled(s3: dict[str, Any], n: int) -> tuple[str, Any]:
+    url = f"s3://epochal-test/{uuid.uuid4().hex[:10]}"
+    manifest = epochal.write(
+        ({"image": bytes([i % 251]) * 3000, "label": i % 10, "index": i} for i in range(n)),
+        url,
+        shard_size=n * 3100,  # one shard
+        storage_options=s3["options"],
+    )
+    return url, manifest
+
+
+def test_small_columns_come_with_the_head_so_a_granule_run_is_one_request(s3, s3_proxy, tmp_path):
+    # labels and ids are a small part of each record: fetched once per shard with its head,
+    # so every run of granules is one range request (its images) instead of two
+    url, manifest = _labelled(s3, 256)
+    g = manifest.shards[0].granule_records
+    units = manifest.shards[0].records // g
+    assert units >= 8
+    proxy = s3_proxy()
+    store = epochal.open(url, storage_options=proxy.options, cache_dir=tmp_path)
+    picks = np.arange(0, 256, 2 * g)  # every other granule: runs that do not touch
+    cols = store.get_columns(picks)
+    assert [image[0] for image in cols["image"]] == [i % 251 for i in picks.tolist()]
+    assert np.asarray(cols["index"]).tolist() == picks.tolist()
+    assert np.asarray(cols["label"]).tolist() == (picks % 10).tolist()
+    shards = proxy.traffic(f"epochal-test/{url.split('/')[-1]}/shards/")
+    # the head: the images' offsets, then labels and ids (adjacent); then one per run
+    assert shards.requests == 2 + len(picks)
+
+
+def test_a_damaged_cached_head_is_fetched_again_not_reported_as_a_corrupt_store(s3, tmp_path):
+    url, manifest = _labelled(s3, 256)
+    g = manifest.shards[0].granule_records
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path)
+    store.get_columns(np.array([0]))
+    head = next(_store_dir(tmp_path, url).glob("h-*.head"))
+    raw = bytearray(head.read_bytes())
+    records = manifest.shards[0].records
+    raw[len(raw) - (records - 3 * g) * 8] ^= 0xFF  # record 3g's id: only granule digests check it
+    head.write_bytes(bytes(raw))
+    fresh = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path)
+    picks = np.array([3 * g, 5 * g + 1])
+    assert np.asarray(fresh.get_columns(picks)["index"]).tolist() == picks.tolist()

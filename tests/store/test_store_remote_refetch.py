@@ -27,6 +27,7 @@ def _epoch_bytes(
     *,
     batch: int = BATCH,
     cache: float = 0.25,
+    workers: int = 0,
 ) -> float:
     url = f"s3://epochal-test/{uuid.uuid4().hex[:10]}"
     manifest = epochal.write(
@@ -42,11 +43,13 @@ def _epoch_bytes(
         cache_dir=tmp_path / "cache",
         cache_size=int(manifest.num_bytes * cache),
     )
-    loader = epochal.Loader(store, batch_size=batch, shuffle=True, seed=0)
+    loader = epochal.Loader(store, batch_size=batch, shuffle=True, seed=0, num_workers=workers)
     seen: list[int] = []
     for batch in loader:
         seen += [image[0] for image in batch["image"]]
     assert "windowed order" in loader.describe()
+    aligned = manifest.shards[0].records % (manifest.shards[0].granule_records or 1) != 0
+    assert ("blocks aligned to the source segments" in loader.describe()) == aligned
     assert sorted(seen) == sorted(i % 256 for i in range(N))
     traffic = proxy.traffic(f"epochal-test/{url.split('/')[-1]}/shards/")
     ratio = traffic.bytes / manifest.num_bytes
@@ -64,17 +67,18 @@ def test_granules_rounded_to_pages_still_fit_three_windows(s3, s3_proxy, tmp_pat
     assert ratio <= 1.1
 
 
-def test_blocks_that_straddle_granules_are_downloaded_at_most_about_twice(s3, s3_proxy, tmp_path):
-    # shards of 83 records: most blocks straddle two granules, each granule is needed by
-    # two windows; windows sized from page-rounded bytes keep the rest from thrashing
-    # (3.0x before: windows did not fit three to the cache and evicted each other)
-    assert _epoch_bytes(s3, s3_proxy, tmp_path, 250 << 10) <= 1.7
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="shards of 83 records: the order's blocks (global ranges of 4) straddle granules, "
-    "so a granule is needed by two windows and downloaded twice; fix: align shard ends to granules in the writer, or blocks to shards in the order",
-)
-def test_blocks_that_straddle_granules_are_not_downloaded_twice(s3, s3_proxy, tmp_path):
-    assert _epoch_bytes(s3, s3_proxy, tmp_path, 250 << 10) <= 1.1
+@pytest.mark.parametrize(("workers", "batch", "cache"), [(0, 16, 0.25), (2, 8, 0.4)])
+def test_blocks_aligned_to_shards_download_each_granule_once(
+    s3, s3_proxy, tmp_path, workers, batch, cache
+):
+    # shards of 83 records: blocks of 4 records as global ranges would straddle two granules
+    # (4 records each, restarting at every shard) almost everywhere, so each granule would be
+    # needed by two windows far apart and downloaded twice (1.5x; 3.0x before the cache's
+    # page-rounded hint). Blocks aligned to the shards leave only the shards' 3-record
+    # remainders to straddle granules. With workers, a window holds more batches than the
+    # DataLoader keeps in flight (2 workers x prefetch 2): the loader retires a window two
+    # windows after its last request, not after its last batch is delivered.
+    ratio = _epoch_bytes(
+        s3, s3_proxy, tmp_path, 250 << 10, batch=batch, cache=cache, workers=workers
+    )
+    assert ratio <= 1.1

@@ -37,6 +37,7 @@ __all__ = [
     "BLOCKS_DIR",
     "GRANULE_BYTES",
     "ShardHead",
+    "check_granules",
     "check_path_fields",
     "head_ranges",
     "index_name",
@@ -182,6 +183,8 @@ class ShardHead:
         self.g = max(granule_records, 1)
         self.units = max(1, -(-records // self.g))
         self.granules = granules
+        # column index -> the column's whole buffer, for small columns fetched with the head
+        self.rows: dict[int, bytes] = {}
 
     @classmethod
     def from_spans(
@@ -353,3 +356,33 @@ def parse_head(
                     f"shard {where}: column {column.name!r} has damaged offsets"
                 )
     return result
+
+
+def check_granules(
+    raw: bytes, data: Any, shard: Shard, columns: tuple[Column, ...], *, where: str
+) -> None:
+    """Check a shard's sidecar ``raw`` against the shard file's bytes ``data`` (``verify``).
+
+    The sidecar must match the manifest (its digest, records, buffer positions), its head
+    digest the shard's offsets and bit buffers, and every granule digest the granule's
+    bytes: a wrong entry would make every range read of that granule fail.
+
+    Raises:
+        CorruptStoreError: naming the shard and, for a wrong granule digest, the granule.
+    """
+    body = parse_index(raw, shard, columns, where=where)
+    with memoryview(data) as memory:  # released before a caller's map closes
+        head_bytes = b"".join(bytes(memory[a:b]) for a, b in head_ranges(body))
+        head = parse_head(body, head_bytes, columns, where=where)
+        assert head.granules is not None
+        for u in range(head.units):
+            digest = xxhash.xxh3_64()
+            for start, stop in head.unit_ranges(u):
+                digest.update(memory[start:stop])
+            if digest.hexdigest() != head.granules[u]:
+                a, b = head.unit_span(u)
+                raise CorruptStoreError(
+                    f"shard {where}: granule {u} (records {a}..{b - 1}) has xxh3 "
+                    f"{digest.hexdigest()}, its granule index "
+                    f"{BLOCKS_DIR}/{index_name(shard.name)} says {head.granules[u]}"
+                )

@@ -317,6 +317,12 @@ class StoreSource:
             min_block_records=cache.min_block_records,
         )
 
+    def segment_starts(self) -> np.ndarray:
+        """Record starts of the shards and the record count last: a remote store's fetch
+        units (granules) restart at every shard, so a windowed order aligns its blocks to
+        them (each granule is then read in one window, downloaded once per epoch)."""
+        return self._starts.copy()
+
     def schedule(self, ranges: np.ndarray, *, window: int) -> None:
         """Fetch the record ranges ``ranges`` (int64 ``(k, 2)``, [start, stop)) that this
         rank reads in ``window`` ahead, on a thread pool; returns at once. Local: no-op."""

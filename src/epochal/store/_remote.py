@@ -196,6 +196,7 @@ class ShardCache:
         self._by_digest = {}
         for k, s in enumerate(shards):
             self._by_digest.setdefault(s.xxh3, k)
+        self._small_cols = self._pick_small_columns() if self.blocks else frozenset()
         # the smallest cache that can work: the largest unit plus room to read it
         largest = (
             max(s.bytes for s in shards)
@@ -221,6 +222,37 @@ class ShardCache:
                 )
             )
         self._state = _ProcessState()
+
+    def _pick_small_columns(self) -> frozenset[int]:
+        """Fixed-size columns fetched whole with each shard's head (labels, ids, ...).
+
+        A granule's columns lie in separate buffers of its shard, so each costs a range
+        request of its own; requests, not bytes, are what object stores (and their
+        latency) charge for. Columns that together take at most 1/8 of a record's bytes
+        are fetched once per shard instead, next to the offsets the head holds anyway, so
+        a granule run is one request (its large columns') instead of two or more. At
+        least one column stays range-read.
+        """
+        n = sum(s.records for s in self.manifest.shards)
+        budget = self.manifest.num_bytes / max(n, 1) / 8
+        ranged = [
+            j
+            for j, c in enumerate(self.columns)
+            if not (c.kind == "scalar" and c.numpy_dtype.kind == "b")
+        ]
+        fixed = sorted(
+            (self.columns[j].itemsize, j)
+            for j in ranged
+            if self.columns[j].kind not in ("bytes", "str")
+        )
+        chosen: set[int] = set()
+        used = 0
+        for size, j in fixed:
+            if used + size > budget or len(chosen) + 1 >= len(ranged):
+                break
+            chosen.add(j)
+            used += size
+        return frozenset(chosen)
 
     # -- per-process state -----------------------------------------------------------------
 
@@ -374,11 +406,34 @@ class ShardCache:
                 return parse_index(raw, shard, self.columns, where=where)
 
             body = self._small(f"i-{shard.xxh3}.json", k, fetch_index, check_index)
+            # the head file: the head (checked here) and the small columns' whole buffers
+            # (checked granule by granule, as each granule's digest covers them)
+            ranges = head_ranges(body)
+            head_len = sum(b - a for a, b in ranges)
+            small = sorted(self._small_cols)
+            for j in small:
+                pos, size = body["columns"][j]["rows"]
+                ranges.append((pos, pos + size))
+            total = sum(b - a for a, b in ranges)
+
+            def check_head(raw: bytes) -> ShardHead:
+                if len(raw) != total:
+                    raise CorruptStoreError(
+                        f"shard {where}: its cached head has {len(raw)} bytes, expected {total}"
+                    )
+                head = parse_head(body, raw[:head_len], self.columns, where=where)
+                cursor = head_len
+                for j in small:
+                    size = body["columns"][j]["rows"][1]
+                    head.rows[j] = raw[cursor : cursor + size]
+                    cursor += size
+                return head
+
             head = self._small(
                 f"h-{shard.xxh3}.head",
                 k,
-                lambda: b"".join(self._get_ranges(k, head_ranges(body))),
-                lambda raw: parse_head(body, raw, self.columns, where=where),
+                lambda: b"".join(self._get_ranges(k, ranges)),
+                check_head,
             )
         with state.lock:
             state.heads.setdefault(k, head)
@@ -425,15 +480,20 @@ class ShardCache:
             else:
                 runs.append([u])
         spans = [head.unit_ranges(run[0], run[-1] + 1) for run in runs]
+        # per range-read column of unit_ranges: whether it is fetched (not with the head)
+        fetched = [j not in head.rows for j, col in enumerate(head.cols) if col.kind != "bits"]
+        wanted = [[r for r, f in zip(span, fetched, strict=True) if f] for span in spans]
         flat = self._get_ranges(  # all at once
             k,
-            [r for span in spans for r in span],
-            groups=[i for i, sp in enumerate(spans) for _ in sp],
+            [r for span in wanted for r in span],
+            groups=[i for i, sp in enumerate(wanted) for _ in sp],
         )
         assert head.granules is not None
-        width = len(spans[0])
+        width = sum(fetched)
         for i, run in enumerate(runs):
-            self._store_run(k, head, run, spans[i], flat[i * width : (i + 1) * width], window)
+            got = iter(flat[i * width : (i + 1) * width])
+            pieces = [next(got) if f else None for f in fetched]
+            self._store_run(k, head, run, spans[i], pieces, window)
 
     def _store_run(
         self,
@@ -441,17 +501,22 @@ class ShardCache:
         head: ShardHead,
         run: list[int],
         span: list[tuple[int, int]],
-        pieces: list[bytes],
+        pieces: list[bytes | None],
         window: int | None,
     ) -> None:
         assert head.granules is not None
         for u in run:
-            parts = [
-                piece[a - start : b - start]
-                for piece, (start, _), (a, b) in zip(pieces, span, head.unit_ranges(u), strict=True)
-            ]
-            raw = b"".join(parts)
+            raw = self._granule_bytes(head, u, span, pieces)
             got = xxhash.xxh3_64_hexdigest(raw)
+            if got != head.granules[u] and head.rows:
+                # the small columns came with a cached head, which is checked only here:
+                # fetch the head again in case the local copy was damaged
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dir, f"h-{self.manifest.shards[k].xxh3}.head"))
+                self._local().heads.pop(k, None)
+                head = self.head(k)
+                raw = self._granule_bytes(head, u, span, pieces)
+                got = xxhash.xxh3_64_hexdigest(raw)
             if got != head.granules[u]:
                 a, b = head.unit_span(u)
                 raise CorruptStoreError(
@@ -459,6 +524,24 @@ class ShardCache:
                     f"{got}, its granule index says {head.granules[u]}"
                 )
             self._store(self.unit_path(k, u), raw, window=window)
+
+    @staticmethod
+    def _granule_bytes(
+        head: ShardHead, u: int, span: list[tuple[int, int]], pieces: list[bytes | None]
+    ) -> bytes:
+        """Granule ``u``'s cache file: its column ranges back to back, from the run's
+        fetched ``pieces`` (ranges ``span``) or, for small columns, from the head."""
+        cols = [j for j, col in enumerate(head.cols) if col.kind != "bits"]
+        parts = []
+        for j, piece, (start, _), (a, b) in zip(
+            cols, pieces, span, head.unit_ranges(u), strict=True
+        ):
+            if piece is None:
+                base = head.cols[j].pos
+                parts.append(head.rows[j][a - base : b - base])
+            else:
+                parts.append(piece[a - start : b - start])
+        return b"".join(parts)
 
     def _fetch_shard(self, k: int, path: str) -> None:
         """Whole-shard mode: stream the shard into a reserved temporary, check, rename."""
@@ -800,7 +883,9 @@ class ShardCache:
         """What the whole store would occupy in the cache (units rounded to 4 KiB pages)."""
         units = int(self._unit_base[-1])
         heads = 2 * len(self.manifest.shards) if self.blocks else 0
-        return self.manifest.num_bytes + (units + heads) * 4096
+        n = sum(s.records for s in self.manifest.shards)
+        small = sum(self.columns[j].itemsize for j in self._small_cols) * n  # in the heads too
+        return self.manifest.num_bytes + small + (units + heads) * 4096
 
     def scheduled_bytes(self, window: int) -> int:
         """Bytes of the units pinned for ``window`` (estimated from the manifest)."""

@@ -2,11 +2,14 @@
 
 It fails whenever a read would: the manifest gets the same checks as ``open``, every
 shard the same structural checks as its first use in a read (see ``_reader``) plus its
-full xxh3-64 checksum and a check of every value (offsets, UTF-8 of str columns).
+full xxh3-64 checksum and a check of every value (offsets, UTF-8 of str columns), and
+every shard's granule index (``blocks/<shard>.json``, which range reads of a remote store
+check each granule against): its digest, and each granule's digest against the shard.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal.store._blocks import BLOCKS_DIR, check_granules, index_name
 from epochal.store._checks import check_shard
 from epochal.store._errors import CorruptStoreError
 from epochal.store._format import SHARDS_DIR, Manifest, Shard
@@ -109,6 +113,31 @@ def _check_one(
                 version=manifest.version,
                 full=True,
             )
+    except CorruptStoreError as err:
+        return str(err).removeprefix("shard ")
+    if shard.granules_xxh3 is not None:
+        return _check_sidecar(loc, manifest, shard, kept)
+    return None
+
+
+def _check_sidecar(
+    loc: Location, manifest: Manifest, shard: Shard, kept: bytearray | None
+) -> str | None:
+    """What is wrong with a shard's granule index (range reads check against it), or None."""
+    name = f"{SHARDS_DIR}/{shard.name}"
+    try:
+        raw = loc.read(BLOCKS_DIR, index_name(shard.name))
+    except FileNotFoundError:
+        return f"{name}: its granule index {BLOCKS_DIR}/{index_name(shard.name)} is missing"
+    except OSError as err:
+        return f"{name}: its granule index cannot be read ({err})"
+    try:
+        if kept is not None:
+            check_granules(raw, kept, shard, manifest.columns, where=name)
+        else:
+            path = loc.path(SHARDS_DIR, shard.name)
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                check_granules(raw, data, shard, manifest.columns, where=name)
     except CorruptStoreError as err:
         return str(err).removeprefix("shard ")
     return None
