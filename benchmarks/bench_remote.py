@@ -860,7 +860,7 @@ def prepare(args: argparse.Namespace, systems: list[str]) -> Setup:
     ranks = {
         (system, rank): RankProcess(args.python, system, work / f"{system}-rank{rank}.log")
         for system in systems
-        for rank in range(max(args.worlds))
+        for rank in range(max([r.world for r in plan_runs(args, [system])], default=1))
     }
     for process in ranks.values():  # their imports overlap with the builds below
         process.start()
@@ -951,7 +951,9 @@ def plan_runs(args: argparse.Namespace, systems: list[str]) -> list[Run]:
     the --caches, --workers, --worlds and --nets asked for."""
     if not args.full:
         return [Run(system=s, net=n, cache=c, workers=w, world=ws)
-                for s, n, c, w, ws in DEFAULT_PLAN if s in systems]  # fmt: skip
+                for s, n, c, w, ws in DEFAULT_PLAN
+                if s in systems and w in args.workers and ws in args.worlds
+                and (n == "local" or (n in args.nets and c in args.caches))]  # fmt: skip
     runs = []
     for system in systems:
         for workers in args.workers:
