@@ -2,33 +2,27 @@
 
 The data is written in label order (records sorted by class, as ``epochal build`` of a
 sorted class folder writes them): N records of a 3,072-byte uint8 image, an int64 label
-(one of --classes) and an int64 index. It goes to moto's S3 server (a child process on
-127.0.0.1) once per system: epochal's store, MosaicML Streaming's MDS and LitData's
-chunks, all with shards of about store/40 (at most 8 MiB: moto reads a whole object for
-every range GET, so large shards would measure moto). Every rank reads through its own
-:class:`CountingProxy` (its own "network link"), which counts the bytes it delivers; the
-"slow" network adds --latency-ms per request and caps each link at --bandwidth-mbs.
+(one of --classes) and an int64 index, built once per system (epochal's store, MosaicML
+Streaming's MDS, LitData's chunks; the peers' builds are kept in --workdir between runs)
+with shards of about store/40 (at most 8 MiB: moto reads a whole object for every range
+GET). A moto S3 server (a child process on 127.0.0.1) is started holding all three. Every
+rank reads through its own :class:`CountingProxy` (its own "network link"), which counts
+the bytes it delivers; the "slow" network adds --latency-ms per request and caps each link
+at --bandwidth-mbs. The peers run in benchmarks/.venv (see docs/benchmarks/remote.md).
 
-Each run is one fresh process per rank (W = 2 is two processes with separate caches, as
-on two nodes) that reads one shuffled epoch with a simulated training step of --step-ms
-per batch (a sleep: the accelerator's time, during which prefetch may run), then, with a
-fresh cold cache, resumes at the middle of the epoch and takes one batch. Measured:
+A run is one rank process per rank (W = 2: two processes with separate caches, as on two
+nodes; each cache on its own tmpfs when this runs as root) that reads one shuffled epoch
+with a --step-ms sleep per batch (the accelerator's time, during which prefetch may run),
+cut at --time-limit seconds (bytes per epoch are then extrapolated, and marked "~"), then
+resumes at 10%, 50% and 90% of the epoch, each on a cold cache, and takes one batch.
+Measured per run: bytes per epoch / store, GETs, samples/s against the same reader on the
+local copy, time to the first batch (cold and after each resume), batch mixing (mean TV
+distance of batch label histograms over a global shuffle's), the cache disk's peak over
+the bound, and whether every record came once. Results go to stdout and to
+docs/benchmarks/remote.md (+ remote.png when matplotlib is installed).
 
-- bytes/store: GET bytes of all ranks' epochs together over the store's bytes.
-- vs local: samples/s over the same reader on the local copy of the store (same W,
-  workers and step), both measured in this run.
-- first batch: seconds to the first batch, cold (open included) and after the resume.
-- mixing: mean total-variation distance of each batch's label histogram from the global
-  one, over the same for a true global shuffle of the same labels (1.00 = global shuffle).
-- disk peak: the cache filesystem's peak use (statvfs of a tmpfs mounted per rank; else
-  the cache folder's file sizes, blind to deleted-but-mapped files) over the cache bound.
-
-An epoch that runs past --time-limit stops there; its row shows the bytes of the part
-read ("3.1x in 40%": 3.1 stores' bytes for 40% of the epoch). Results go to stdout and docs/benchmarks/remote.md (+ remote.png when
-matplotlib is installed).
-
-    python benchmarks/bench_remote.py            # 100,000 records (~308 MB), ~10 minutes
-    python benchmarks/bench_remote.py --quick    # 12,000 records, one network, ~3 minutes
+    benchmarks/.venv/bin/python benchmarks/bench_remote.py        # 100,000 records (~309 MB)
+    benchmarks/.venv/bin/python benchmarks/bench_remote.py --quick  # 12,000 records
 """
 
 from __future__ import annotations
@@ -856,7 +850,7 @@ def prepare(args: argparse.Namespace, systems: list[str]) -> Setup:
     (work / "caches").mkdir(parents=True, exist_ok=True)
     images, labels = make_data(work / "data", args.records, args.classes)
     raw = images.nbytes + labels.nbytes
-    shard = int(min(8 << 20, max(256 << 10, raw // 40)))
+    shard = args.shard_bytes or int(min(8 << 20, max(256 << 10, raw // 40)))
     ranks = {
         (system, rank): RankProcess(args.python, system, work / f"{system}-rank{rank}.log")
         for system in systems
@@ -1217,7 +1211,7 @@ def main(argv: list[str]) -> int:
         help="seconds of epoch per remote run (the rest is extrapolated)",
     )
     parser.add_argument(
-        "--local-limit", type=float, default=8.0, help="seconds of epoch per local (reference) run"
+        "--local-limit", type=float, default=6.0, help="seconds of epoch per local (reference) run"
     )
     parser.add_argument(
         "--max-samples",
@@ -1225,13 +1219,17 @@ def main(argv: list[str]) -> int:
         default=0,
         help="samples per rank per run at most (0: the time limit only)",
     )
-    parser.add_argument("--resume-limit", type=float, default=20.0,
+    parser.add_argument("--resume-limit", type=float, default=15.0,
                         help="seconds for a run's resumes together (each on a cold cache)")  # fmt: skip
     parser.add_argument("--python", default=None, help="interpreter for the ranks "
                         "(default: benchmarks/.venv when it has the peers, else this one)")  # fmt: skip
     parser.add_argument(
         "--workdir", default=str(Path(tempfile.gettempdir()) / "epochal-bench-remote")
     )
+    parser.add_argument("--shard-bytes", type=int, default=0,
+                        help="shard size of every system (default: store/40, at most 8 MiB); "
+                        "moto copies a whole object per range GET, so smaller shards make "
+                        "range reads cheaper against moto")  # fmt: skip
     parser.add_argument("--rebuild", action="store_true", help="rebuild the peers' stores")
     parser.add_argument("--no-tmpfs", action="store_true", help="cache on plain folders")
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "remote.md"))
