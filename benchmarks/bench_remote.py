@@ -338,6 +338,8 @@ def _epoch(spec: dict[str, Any], cache: str) -> dict[str, Any]:
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
         thread.join(limit + STUCK_GRACE)
+        if thread.is_alive() and got["first"] is not None:
+            thread.join(STUCK_GRACE)  # batches came: the loader is closing, not stuck
         elapsed = got.get("end", time.perf_counter() - t0)
     if "error" in got:
         raise RuntimeError(got["error"])
