@@ -157,3 +157,39 @@ def test_a_transform_that_returns_ragged_arrays_gets_a_clear_collate_error():
     loader = Loader(epochal.from_dataset(_hf(9)), 3, transform=lambda r, rng: {"t": r["tokens"]})
     with pytest.raises(epochal.Error, match=r"column 't' has arrays of \d shapes.*pad_sequence"):
         list(loader)
+
+
+def test_write_keeps_image_features_encoded_and_decode_image_reads_them(tmp_path):
+    pytest.importorskip("PIL", reason="image features need Pillow (test extra)")
+    import io
+
+    from PIL import Image
+
+    def encoded(seed: int, fmt: str) -> bytes:
+        pixels = np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    files = [encoded(k, "JPEG") for k in range(5)] + [encoded(5, "PNG")]
+    (tmp_path / "on_disk.png").write_bytes(files[5])  # a row that only refers to its file
+    images = [{"bytes": b, "path": None} for b in files[:5]]
+    images.append({"bytes": None, "path": str(tmp_path / "on_disk.png")})
+    features = datasets.Features({"image": datasets.Image(), "k": datasets.Value("int64")})
+    ds = datasets.Dataset.from_dict({"image": images, "k": list(range(6))}, features=features)
+    ds = ds.shuffle(seed=1)
+    epochal.write(ds, tmp_path / "store")
+
+    store = epochal.open(tmp_path / "store")
+    for i in range(6):
+        record = store[i]
+        assert record["image"] == files[int(record["k"])]  # the same file bytes, not pixels
+        decoded = epochal.decode_image(record["image"])
+        np.testing.assert_array_equal(decoded, np.asarray(ds[i]["image"].convert("RGB")))
+
+    broken = datasets.Dataset.from_dict(
+        {"image": [{"bytes": None, "path": str(tmp_path / "gone.png")}], "k": [0]},
+        features=features,
+    )
+    with pytest.raises(epochal.Error, match=r"gone\.png"):
+        epochal.write(broken, tmp_path / "broken")

@@ -340,9 +340,39 @@ class HFSource:
 
 
 def hf_records(dataset: Any, *, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
-    """Rows of a ``datasets.Dataset`` as store records: numeric lists as numpy arrays."""
+    """Rows of a ``datasets.Dataset`` as store records: numeric lists as numpy arrays,
+    ``Image`` columns as the encoded file bytes (never decoded: a JPEG stays the same
+    JPEG, read back with ``epochal.decode_image``)."""
     from epochal.store._ingest import _row
 
+    datasets = sys.modules["datasets"]
+    images = [n for n, f in dataset.features.items() if isinstance(f, datasets.Image)]
+    position = 0
     for table in dataset.with_format("arrow").iter(batch_size=batch_size):
         for row in table.to_pylist():
+            for name in images:
+                row[name] = _image_bytes(row[name], name, position)
+            position += 1
             yield _row(row)
+
+
+def _image_bytes(value: dict[str, Any] | None, name: str, position: int) -> bytes | None:
+    """The encoded bytes of one ``Image`` value: its stored ``bytes``, or the file at its
+    ``path`` when the dataset only refers to the file (as ``imagefolder`` loads do)."""
+    from epochal.store._errors import StoreError
+
+    if value is None:
+        return None
+    if value.get("bytes") is not None:
+        return bytes(value["bytes"])
+    path = value.get("path")
+    if not path:
+        raise StoreError(f"row {position}: image column {name!r} has neither bytes nor a path")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise StoreError(
+            f"row {position}: image column {name!r} refers to the file {path!r}, which "
+            f"cannot be read ({err}); write the dataset where its image files are"
+        ) from err
