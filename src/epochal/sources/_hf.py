@@ -204,7 +204,7 @@ class HFSource:
         if pad is None:
             return {}
         if not isinstance(pad, Mapping):
-            return {name: pad for name in self.dataset.column_names if name in self._ragged}
+            pad = {name: pad for name in self.dataset.column_names if name in self._ragged}
         lists = [n for n in schema.names if _is_numeric_list(schema.field(n).type)]
         for name in pad:
             if name not in lists:
