@@ -4,25 +4,34 @@ same files, and Hugging Face datasets through from_dataset vs a store of the sam
 Images: decode + random-resized-crop + horizontal flip of JPEGs. epochal reads the encoded
 bytes from a store built from the image folder and decodes with ``epochal.decode_image`` in
 the transform; the baseline is what ``torchvision.datasets.ImageFolder`` does (a map-style
-Dataset that opens each file with PIL) under a shuffling DataLoader, with the same crop and
-flip code (torchvision itself cannot be imported on this machine). Both at 0 and 2 workers.
+Dataset that opens each file with PIL) under a shuffling DataLoader, cropping and resizing
+the way torchvision's ``RandomResizedCrop`` does a PIL image (crop, then one bilinear
+resize); torchvision itself cannot be imported on this machine. Both sides draw the same
+boxes and produce the same pixels. Both at 0 and 2 workers, the four loaders interleaved in
+every round (so the 2-workers-vs-0 ratio compares runs of the same round too).
 
 HF: one epoch of a ``datasets.Dataset`` (an int label and a list of 16 floats per row)
-through ``from_dataset`` (the columnar path), through the generic map-style path that
-``from_dataset`` used before (``__getitems__`` rows, lists of lists), and from a store
-written from the same Dataset by ``epochal.write``.
+through ``from_dataset`` (the columnar path) and from a store written from the same Dataset
+by ``epochal.write``, and the first batches of an epoch through the generic map-style path
+that ``from_dataset`` used before (``__getitems__`` rows, lists of lists; ~100x slower, so
+it reads a tenth of the rows).
 
-Every comparison runs interleaved in the same process; the table shows medians of the
-per-round rates and ratios.
+Every comparison runs interleaved in the same process, the order rotating from round to
+round; the table shows medians of the per-round rates and of the per-round ratios. The
+defaults take about a minute on an idle 2-core machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
+import itertools
 import math
 import statistics
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +40,7 @@ import torch
 import tyro
 
 import epochal
-from epochal._bench import _interleaved, _loader_epoch, _print_table, _ratio_text
+from epochal._bench import _print_table, _ratio_text
 from epochal.sources._dataset import DatasetSource
 from epochal.store._ingest import ingest
 
@@ -40,7 +49,7 @@ from epochal.store._ingest import ingest
 class Config:
     """Options of the frameworks benchmark."""
 
-    images: int = 512
+    images: int = 256
     """JPEG files in the image folder (128 x 96 pixels each; 0 skips the image part)."""
     crop: int = 64
     """Side of the random-resized crop."""
@@ -50,7 +59,7 @@ class Config:
     """Rows of the Hugging Face dataset (0 skips the HF part)."""
     hf_batch_size: int = 256
     """Rows per batch in the HF comparison."""
-    repeats: int = 3
+    repeats: int = 7
     """Interleaved rounds; the table shows medians."""
 
 
@@ -66,28 +75,41 @@ def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, 
     return 0, 0, h, w
 
 
-def _crop_flip(image: Any, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Random-resized crop (bilinear) and flip of a PIL image, as a CHW uint8 array."""
-    from PIL import Image
-
-    y, x, ch, cw = _crop_box(image.height, image.width, rng)
-    out = np.asarray(image.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch)))
+def _flip_chw(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         out = out[:, ::-1]
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def _crop_flip_pil(image: Any, rng: np.random.Generator, size: int) -> np.ndarray:
+    """The baseline: torchvision's RandomResizedCrop of a PIL image (crop, then a bilinear
+    resize) and a flip, as a CHW uint8 array."""
+    from PIL import Image
+
+    y, x, ch, cw = _crop_box(image.height, image.width, rng)
+    crop = image.crop((x, y, x + cw, y + ch)).resize((size, size), Image.BILINEAR)
+    return _flip_chw(np.asarray(crop), rng)
+
+
+def _crop_flip_array(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """epochal's side: the same box of a decoded HWC array (a view: only the crop is
+    copied into Pillow), the same resize and flip, so the pixels equal the baseline's."""
+    from PIL import Image
+
+    y, x, ch, cw = _crop_box(image.shape[0], image.shape[1], rng)
+    crop = Image.fromarray(image[y : y + ch, x : x + cw]).resize((size, size), Image.BILINEAR)
+    return _flip_chw(np.asarray(crop), rng)
+
+
 class _StoreTransform:
-    """epochal's side: decode the stored bytes, then the shared crop and flip."""
+    """epochal's side: decode the stored bytes, then the same crop and flip."""
 
     def __init__(self, size: int) -> None:
         self.size = size
 
     def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        from PIL import Image
-
-        image = Image.fromarray(epochal.decode_image(record["image"]))
-        return {"image": _crop_flip(image, rng, self.size), "label": record["label"]}
+        image = epochal.decode_image(record["image"])
+        return {"image": _crop_flip_array(image, rng, self.size), "label": record["label"]}
 
 
 class _PILFolder(torch.utils.data.Dataset):
@@ -107,7 +129,7 @@ class _PILFolder(torch.utils.data.Dataset):
         with open(path, "rb") as f:
             image = Image.open(f).convert("RGB")
         rng = np.random.default_rng((self.epoch, i))
-        return {"image": torch.from_numpy(_crop_flip(image, rng, self.size)), "label": label}
+        return {"image": torch.from_numpy(_crop_flip_pil(image, rng, self.size)), "label": label}
 
 
 def _image_folder(root: Path, count: int) -> list[tuple[str, int]]:
@@ -129,9 +151,34 @@ def _image_folder(root: Path, count: int) -> list[tuple[str, int]]:
     return sorted(files)
 
 
-def _dataloader_epoch(loader: torch.utils.data.DataLoader) -> Any:
+def _rounds(
+    runs: dict[str, Callable[[], int]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Samples/s of each run in each of ``repeats`` rounds, and the median CPU seconds
+    per sample of this process in each run (a measure of work that another load on the
+    machine does not inflate). Every round runs each once, in an order rotated by one per
+    round, so no run always follows the same neighbour."""
+    names = list(runs)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            gc.collect()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            samples = runs[name]()
+            rates[name].append(samples / (time.perf_counter() - start))
+            cpu[name].append((time.process_time() - start_cpu) / samples)
+    return rates, {name: statistics.median(v) for name, v in cpu.items()}
+
+
+def _epoch(loader: Any, batches: int | None = None) -> Callable[[], int]:
+    """A run of the first ``batches`` batches (None: all) of epoch 0 of an epochal Loader
+    or of one epoch of a DataLoader; returns the samples delivered."""
+
     def go() -> int:
-        return sum(len(b["label"]) for b in loader)
+        if isinstance(loader, epochal.Loader):
+            loader.set_epoch(0)
+        return sum(len(b["label"]) for b in itertools.islice(loader, batches))
 
     return go
 
@@ -141,15 +188,18 @@ def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
     result = ingest(work / "folder")
     epochal.write(result.records, work / "store", metadata=result.metadata)
     store = epochal.open(work / "store")
-    rows = []
-    rates_by_workers = {}
+    _check_same_pixels(store, files, cfg.crop)
+    runs = {}
     for workers in (0, 2):
+        # the transform draws only from its rng argument, as the baseline's Dataset draws
+        # only from its own generator: neither needs the global RNGs seeded per record
         loader = epochal.Loader(
             store,
             cfg.batch_size,
             seed=0,
             transform=_StoreTransform(cfg.crop),
             num_workers=workers,
+            seed_globals=False,
         )
         baseline = torch.utils.data.DataLoader(
             _PILFolder(files, cfg.crop),
@@ -158,32 +208,66 @@ def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
             num_workers=workers,
             persistent_workers=workers > 0,
         )
-        _loader_epoch(loader)(), _dataloader_epoch(baseline)()  # start workers, warm caches
-        rates = _interleaved(
-            {"epochal": _loader_epoch(loader), "pil": _dataloader_epoch(baseline)}, cfg.repeats
+        runs[f"epochal {workers}"], runs[f"pil {workers}"] = _epoch(loader), _epoch(baseline)
+    # the default seed_globals=True (python random, np.random and torch seeded per record,
+    # for transforms such as torchvision's that draw from them): what it costs
+    runs["epochal 0 seeded"] = _epoch(
+        epochal.Loader(store, cfg.batch_size, seed=0, transform=_StoreTransform(cfg.crop))
+    )
+    for run in runs.values():
+        run()  # start the workers, warm the page cache
+    rates, cpu = _rounds(runs, cfg.repeats)
+    rows = []
+    for workers in (0, 2):
+        mine, base = rates[f"epochal {workers}"], rates[f"pil {workers}"]
+        rows.append(
+            (
+                f"PIL Dataset + DataLoader, {workers} workers",
+                f"{statistics.median(base):,.0f} images/s",
+                "",
+            )
         )
-        rates_by_workers[workers] = rates
-        base = f"PIL Dataset + DataLoader, {workers} workers"
-        rows.append((base, f"{statistics.median(rates['pil']):,.0f} images/s", ""))
         rows.append(
             (
                 f"epochal store + decode_image, {workers} workers",
-                _ratio_text(rates["epochal"], rates["pil"], "the PIL Dataset").replace(
-                    "samples/s", "images/s"
-                ),
+                _ratio_text(mine, base, "the PIL Dataset").replace("samples/s", "images/s"),
                 ">= 1.0x",
             )
         )
     rows.append(
         (
-            "epochal 2 workers vs 0 workers",
-            _ratio_text(
-                rates_by_workers[2]["epochal"], rates_by_workers[0]["epochal"], "", rate=False
+            "  the same with seed_globals=True, 0 workers",
+            _ratio_text(rates["epochal 0 seeded"], rates["pil 0"], "the PIL Dataset").replace(
+                "samples/s", "images/s"
             ),
-            ">= 1.6x on 2 cores",
+            "",
         )
     )
+    for run in ("epochal 0", "pil 0", "epochal 0 seeded", "epochal 2", "pil 2"):
+        rows.append((f"CPU ms per image in the main process, {run}", f"{cpu[run] * 1e3:.2f}", ""))
+    for name in ("epochal", "pil"):
+        rows.append(
+            (
+                f"{'epochal' if name == 'epochal' else 'PIL Dataset'} 2 workers vs 0 workers",
+                _ratio_text(rates[f"{name} 2"], rates[f"{name} 0"], "", rate=False),
+                ">= 1.6x on 2 cores" if name == "epochal" else "",
+            )
+        )
     return rows
+
+
+def _check_same_pixels(store: Any, files: list[tuple[str, int]], size: int) -> None:
+    """Both sides do the same work: the store holds the files' bytes, and an equal box of
+    equal pixels gives an equal crop whether it starts from a PIL image or an array."""
+    from PIL import Image
+
+    for i in (0, len(files) // 2):
+        data = Path(files[i][0]).read_bytes()
+        assert store[i]["image"] == data, "the store must hold the same files"
+        mine = _StoreTransform(size)(store[i], np.random.default_rng(i))["image"]
+        image = Image.fromarray(epochal.decode_image(data))
+        theirs = _crop_flip_pil(image, np.random.default_rng(i), size)
+        assert np.array_equal(mine, theirs), "the two pipelines must produce the same pixels"
 
 
 def _hf(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
@@ -197,12 +281,15 @@ def _hf(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
         }
     )
     epochal.write(ds, work / "hf_store")
-    loaders = {
-        "store": epochal.Loader(epochal.open(work / "hf_store"), cfg.hf_batch_size, seed=0),
-        "columnar": epochal.Loader(epochal.from_dataset(ds), cfg.hf_batch_size, seed=0),
-        "generic": epochal.Loader(DatasetSource(ds), cfg.hf_batch_size, seed=0),
+    batches = math.ceil(cfg.rows / cfg.hf_batch_size)
+    runs = {
+        "store": _epoch(epochal.Loader(epochal.open(work / "hf_store"), cfg.hf_batch_size, seed=0)),
+        "columnar": _epoch(epochal.Loader(epochal.from_dataset(ds), cfg.hf_batch_size, seed=0)),
+        "generic": _epoch(
+            epochal.Loader(DatasetSource(ds), cfg.hf_batch_size, seed=0), max(1, batches // 10)
+        ),
     }
-    rates = _interleaved({k: _loader_epoch(v) for k, v in loaders.items()}, cfg.repeats)
+    rates, _ = _rounds(runs, cfg.repeats)
     return [
         ("store of the same rows", f"{statistics.median(rates['store']):,.0f} samples/s", ""),
         (

@@ -1,7 +1,9 @@
 """The README's Accelerate recipe as a script, run by test_frameworks_accelerate under
-torchrun: an epochal Loader registered for checkpointing, save_state every 3 steps, an
-optional SIGKILL, and load_state of the newest checkpoint on --resume. Every step appends
-(rank, step, record indices) to a JSONL log."""
+torchrun: model, optimizer and an epochal Loader prepared with epochal.accelerate.prepare
+(nothing registered by hand), save_state every 3 steps into step_<n>, an optional SIGKILL,
+and load_state of the newest checkpoint on --resume (the step count comes from its name,
+as in Accelerate's own examples). Every step appends (rank, step, record indices) to a
+JSONL log."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from accelerate import Accelerator
 
 import epochal
+import epochal.accelerate
 
 N, BATCH, EVERY = 30, 4, 3
 
@@ -23,19 +26,6 @@ N, BATCH, EVERY = 30, 4, 3
 def source():
     x = np.random.default_rng(0).normal(size=(N, 4)).astype(np.float32)
     return epochal.from_arrays(x=x, y=(x[:, 0] > 0).astype(np.int64))
-
-
-class Progress:
-    """The step counter, checkpointed next to the loader."""
-
-    def __init__(self) -> None:
-        self.step = 0
-
-    def state_dict(self) -> dict:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
 
 
 def main() -> None:
@@ -51,23 +41,24 @@ def main() -> None:
     loader = epochal.Loader(source(), BATCH, seed=5, with_index=True)  # shards by rank
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    progress = Progress()
-    # the one line that puts the loader's position into save_state/load_state
-    accelerator.register_for_checkpointing(loader, progress)
+    # accelerator.prepare for the model and optimizer, and the loader's position goes
+    # into save_state/load_state
+    model, optimizer, loader = epochal.accelerate.prepare(accelerator, model, optimizer, loader)
+    step = 0
     if args.resume:
-        done = sorted(Path(args.ckpt).glob("step_*"), key=lambda p: int(p.name[5:]))
-        accelerator.load_state(str(done[-1]))
+        saved = sorted(Path(args.ckpt).glob("step_*"), key=lambda p: int(p.name[5:]))
+        accelerator.load_state(str(saved[-1]))
+        step = int(saved[-1].name[5:])
 
-    for batch in loader.steps(args.steps - progress.step):
-        if progress.step == args.kill_at and accelerator.is_main_process:
+    for batch in loader.steps(args.steps - step):
+        if step == args.kill_at and accelerator.is_main_process:
             os.kill(os.getpid(), signal.SIGKILL)
         with open(args.log, "a") as f:
             f.write(
                 json.dumps(
                     {
                         "rank": accelerator.process_index,
-                        "step": progress.step,
+                        "step": step,
                         "indices": batch["_index"].tolist(),
                     }
                 )
@@ -77,9 +68,9 @@ def main() -> None:
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
-        progress.step += 1
-        if progress.step % EVERY == 0:
-            accelerator.save_state(os.path.join(args.ckpt, f"step_{progress.step}"))
+        step += 1
+        if step % EVERY == 0:
+            accelerator.save_state(os.path.join(args.ckpt, f"step_{step}"))
     accelerator.wait_for_everyone()
     accelerator.end_training()
 

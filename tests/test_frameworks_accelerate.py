@@ -1,5 +1,6 @@
-"""Accelerate under torchrun (2 CPU processes, gloo): save_state/load_state restore the
-epochal Loader's position exactly after a SIGKILL."""
+"""Accelerate: epochal.accelerate.prepare registers the Loader, so save_state/load_state
+restore its position exactly, under torchrun (2 CPU processes, gloo) after a SIGKILL and in
+one process; nothing is registered by hand."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 pytest.importorskip("accelerate", reason="the Accelerate test needs accelerate (test extra)")
 
 import epochal
+import epochal.accelerate
 
 APP = Path(__file__).with_name("_accelerate_app.py")
 STEPS = 12
@@ -50,3 +52,30 @@ def test_save_state_and_load_state_after_sigkill_resume_exactly(tmp_path):
         assert [steps[s] for s in range(STEPS)] == [
             b["_index"].tolist() for b in loader.steps(STEPS)
         ]
+
+
+def test_prepare_returns_objects_in_order_and_save_load_state_restores_the_position(tmp_path):
+    import torch
+    from accelerate import Accelerator
+
+    from _accelerate_app import BATCH, source
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 2)
+    loader = epochal.Loader(source(), BATCH, seed=5, with_index=True)
+    prepared, same = epochal.accelerate.prepare(accelerator, model, loader)
+    assert same is loader
+    assert prepared in accelerator._models  # the model went through accelerator.prepare
+    assert epochal.accelerate.prepare(accelerator, loader) is loader
+    assert accelerator._custom_objects == [loader], "a second prepare registers it once"
+
+    seen = [b["_index"].tolist() for b in loader.steps(3)]
+    accelerator.save_state(str(tmp_path / "ckpt"))
+    expected = [b["_index"].tolist() for b in loader.steps(5)]  # crosses into epoch 1
+    loader.load_state_dict(epochal.Loader(source(), BATCH, seed=5).state_dict())  # the start
+    accelerator.load_state(str(tmp_path / "ckpt"))
+    assert [b["_index"].tolist() for b in loader.steps(5)] == expected
+    assert expected[0] not in seen
+
+    with pytest.raises(ValueError, match="device_placement has 1 flags for 2 objects"):
+        epochal.accelerate.prepare(accelerator, model, loader, device_placement=[True])

@@ -35,8 +35,11 @@ def test_hf_dataset_gets_the_columnar_source():
     assert batch["vec"].is_floating_point() and batch["vec"].shape == (8, 3)
     assert torch.equal(batch["vec"][:, 0], batch["id"].to(batch["vec"].dtype))
     assert batch["text"] == [f"row {int(i)}" for i in batch["id"]]
-    # ragged numeric lists stay one array per record
-    assert [len(t) for t in batch["tokens"]] == [1 + int(i) % 3 for i in batch["id"]]
+    # variable-length numeric lists: one tensor per record
+    assert all(isinstance(t, torch.Tensor) and t.dtype == torch.int64 for t in batch["tokens"])
+    assert [t.tolist() for t in batch["tokens"]] == [
+        [int(i)] * (1 + int(i) % 3) for i in batch["id"]
+    ]
 
 
 def test_every_record_once_and_transforms_see_numpy_records():
@@ -81,3 +84,112 @@ def test_columns_equal_datasets_own_numpy_format(view):
     theirs = ds.with_format("numpy")[keys]
     for name in ("id", "vec"):
         np.testing.assert_array_equal(mine[name], theirs[name])
+
+
+def test_variable_length_lists_are_arrays_per_record_and_a_list_in_every_batch():
+    source = epochal.from_dataset(_hf(12))
+    record = source[4]
+    assert isinstance(record["tokens"], np.ndarray) and record["tokens"].tolist() == [4, 4]
+    # a batch whose rows happen to share a length is still a list: the column's type is
+    # decided for the whole dataset, not per batch
+    columns = source.get_columns(np.array([0, 3, 6]))
+    assert isinstance(columns["tokens"], list) and [a.tolist() for a in columns["tokens"]] == [
+        [0],
+        [3],
+        [6],
+    ]
+    assert isinstance(columns["vec"], np.ndarray) and columns["vec"].shape == (3, 3)
+
+    def transform(record, rng):
+        assert isinstance(record["tokens"], np.ndarray) and record["tokens"].ndim == 1
+        return {"n": len(record["tokens"])}
+
+    ns = [n for b in Loader(source, 4, transform=transform) for n in b["n"].tolist()]
+    assert sorted(ns) == sorted(1 + i % 3 for i in range(12))
+
+
+def test_lengths_that_differ_between_arrow_record_batches_are_variable_length():
+    # each part has one length, so each Arrow record batch alone looks fixed-length
+    parts = [datasets.Dataset.from_dict({"t": [[k] * k for _ in range(4)]}) for k in (2, 3)]
+    source = epochal.from_dataset(datasets.concatenate_datasets(parts))
+    assert len(source.dataset.data.table.to_batches()) == 2
+    batch = source.get_columns(np.array([0, 5, 1]))
+    assert [a.tolist() for a in batch["t"]] == [[2, 2], [3, 3, 3], [2, 2]]
+
+
+def test_pad_gives_one_padded_tensor_and_the_lengths():
+    ds = _hf(20).add_column("labels", [[i] * (i % 4) for i in range(20)])
+    loader = Loader(epochal.from_dataset(ds, pad={"tokens": 0, "labels": -100}), 6, seed=3)
+    for batch in loader:
+        ids = batch["id"].tolist()
+        lengths = [1 + i % 3 for i in ids]
+        assert batch["tokens_length"].tolist() == lengths
+        assert batch["tokens"].shape == (len(ids), max(lengths))
+        assert batch["tokens"].tolist() == [
+            [i] * n + [0] * (max(lengths) - n) for i, n in zip(ids, lengths)
+        ]
+        width = max(i % 4 for i in ids)
+        assert batch["labels"].tolist() == [[i] * (i % 4) + [-100] * (width - i % 4) for i in ids]
+        assert batch["vec"].shape == (len(ids), 3) and "vec_length" not in batch
+    # a number pads every variable-length column; records are never padded
+    padded = epochal.from_dataset(ds, pad=0)
+    assert set(padded.get_columns(np.arange(3))) == {
+        *ds.column_names,
+        "tokens_length",
+        "labels_length",
+    }
+    assert padded[2]["tokens"].tolist() == [2, 2, 2]
+
+
+def test_pad_refuses_what_it_cannot_pad():
+    with pytest.raises(
+        epochal.Error, match=r"'text', which is not a list of numbers.*'vec', 'tokens'"
+    ):
+        epochal.from_dataset(_hf(), pad={"text": 0})
+    clash = _hf().add_column("tokens_length", [0] * 50)
+    with pytest.raises(epochal.Error, match="tokens_length, which the dataset already has"):
+        epochal.from_dataset(clash, pad={"tokens": 0})
+    with pytest.raises(epochal.Error, match="not one"):
+        epochal.from_dataset([1, 2, 3], pad=0)
+
+
+def test_a_transform_that_returns_ragged_arrays_gets_a_clear_collate_error():
+    loader = Loader(epochal.from_dataset(_hf(9)), 3, transform=lambda r, rng: {"t": r["tokens"]})
+    with pytest.raises(epochal.Error, match=r"column 't' has arrays of \d shapes.*pad_sequence"):
+        list(loader)
+
+
+def test_write_keeps_image_features_encoded_and_decode_image_reads_them(tmp_path):
+    pytest.importorskip("PIL", reason="image features need Pillow (test extra)")
+    import io
+
+    from PIL import Image
+
+    def encoded(seed: int, fmt: str) -> bytes:
+        pixels = np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    files = [encoded(k, "JPEG") for k in range(5)] + [encoded(5, "PNG")]
+    (tmp_path / "on_disk.png").write_bytes(files[5])  # a row that only refers to its file
+    images = [{"bytes": b, "path": None} for b in files[:5]]
+    images.append({"bytes": None, "path": str(tmp_path / "on_disk.png")})
+    features = datasets.Features({"image": datasets.Image(), "k": datasets.Value("int64")})
+    ds = datasets.Dataset.from_dict({"image": images, "k": list(range(6))}, features=features)
+    ds = ds.shuffle(seed=1)
+    epochal.write(ds, tmp_path / "store")
+
+    store = epochal.open(tmp_path / "store")
+    for i in range(6):
+        record = store[i]
+        assert record["image"] == files[int(record["k"])]  # the same file bytes, not pixels
+        decoded = epochal.decode_image(record["image"])
+        np.testing.assert_array_equal(decoded, np.asarray(ds[i]["image"].convert("RGB")))
+
+    broken = datasets.Dataset.from_dict(
+        {"image": [{"bytes": None, "path": str(tmp_path / "gone.png")}], "k": [0]},
+        features=features,
+    )
+    with pytest.raises(epochal.Error, match=r"gone\.png"):
+        epochal.write(broken, tmp_path / "broken")

@@ -39,13 +39,18 @@ Transform = Callable[[Any, np.random.Generator], Any]
 
 
 def _to_tensor(value: Any) -> Any:
-    """A numeric numpy column becomes a tensor that owns its memory; anything else stays."""
+    """A numeric numpy column becomes a tensor that owns its memory, a list of numeric
+    arrays a list of tensors; anything else stays."""
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         if not value.flags.writeable or not value.flags.c_contiguous:
             value = np.array(value)
         return torch.from_numpy(value)
     if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
         return value.tolist()
+    if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+        # a column of numeric arrays of different shapes (variable-length lists): a
+        # list of tensors, one per record, as torch's pad_sequence takes them
+        return [_to_tensor(v) for v in value]
     return value
 
 
@@ -77,6 +82,8 @@ def collate(records: list[Any]) -> Any:
     for key in records[0]:
         values = [record[key] for record in records]
         first = values[0]
+        if isinstance(first, (torch.Tensor, np.ndarray)):
+            _check_one_shape(key, values)
         if isinstance(first, torch.Tensor):
             batch[key] = torch.stack(values)
         elif isinstance(first, (np.ndarray, np.generic, int, float)) and not isinstance(
@@ -87,6 +94,18 @@ def collate(records: list[Any]) -> Any:
         else:
             batch[key] = values
     return batch
+
+
+def _check_one_shape(key: str, values: list[Any]) -> None:
+    """Arrays of one column must share a shape to be stacked into one batch tensor."""
+    shapes = {tuple(v.shape) for v in values if isinstance(v, (torch.Tensor, np.ndarray))}
+    if len(shapes) > 1:
+        raise Error(
+            f"column {key!r} has arrays of {len(shapes)} shapes in one batch (e.g. "
+            f"{sorted(shapes)[:3]}), which collate cannot stack; give them one shape in "
+            f"the transform (pad or crop), or pass a collate_fn (e.g. one that calls "
+            f"torch.nn.utils.rnn.pad_sequence)"
+        )
 
 
 def identity(batch: Any) -> Any:

@@ -111,7 +111,9 @@ class GlobalRNGs:
         random.seed(value)
         # all 64 bits reach numpy: a 32-bit seed would give thousands of records the same
         # "random" augmentation in a dataset of a few hundred thousand
-        np.random.seed([value & 0xFFFFFFFF, value >> 32])
+        # (a uint32 array seeds the same state as the list, without its conversion: ~2x
+        # faster, and this runs once per record)
+        np.random.seed(np.array([value & 0xFFFFFFFF, value >> 32], dtype=np.uint32))
         # the CPU generator only: torch.manual_seed would also touch every accelerator,
         # at ~100x the cost, and workers never draw from those
         self._torch.default_generator.manual_seed(value)

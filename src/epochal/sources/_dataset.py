@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -73,20 +74,32 @@ class DatasetSource:
         return f"DatasetSource({type(self.dataset).__name__}, n={self._n})"
 
 
-def from_dataset(dataset: Any) -> DatasetSource | HFSource:
+def from_dataset(
+    dataset: Any, *, pad: float | Mapping[str, float] | None = None
+) -> DatasetSource | HFSource:
     """A Source over any map-style torch Dataset, or a Hugging Face ``datasets.Dataset``.
 
     A ``datasets.Dataset`` gets a columnar fast path: each batch is one ``ds[indices]``
     read in numpy format, numeric list columns come as tensors, and the fingerprint is the
-    dataset's own (see :class:`epochal.sources._hf.HFSource`).
+    dataset's own (see :class:`epochal.sources._hf.HFSource`). Its lists of numbers whose
+    lengths differ are one array per record, a list of tensors per batch, or with ``pad``
+    a padded ``(batch, longest)`` tensor plus a ``<name>_length`` column.
 
     Args:
         dataset: an object with ``__len__`` and ``__getitem__`` (and optionally
             ``__getitems__`` for batches).
+        pad: Hugging Face datasets only: a number pads every variable-length list column
+            of numbers in batches read without a transform, a mapping
+            (``{"input_ids": pad_id, "labels": -100}``) the columns it names.
 
     Returns:
         A Source the Loader can shuffle, shard and resume exactly.
     """
     if is_hf_dataset(dataset):
-        return HFSource(dataset)
+        return HFSource(dataset, pad=pad)
+    if pad is not None:
+        raise Error(
+            f"pad={pad!r} pads the list columns of a Hugging Face datasets.Dataset; "
+            f"{type(dataset).__name__} is not one (pad in its collate_fn instead)"
+        )
     return DatasetSource(dataset)

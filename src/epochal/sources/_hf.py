@@ -5,15 +5,24 @@ numbers become numpy arrays without per-row Python work (datasets' own numpy for
 converts list columns row by row). Reading record by record instead costs a Python dict
 per row. ``datasets`` is never imported here: a caller that holds a Dataset has
 imported it already.
+
+Variable-length lists of numbers (a column whose lists differ in length anywhere in the
+dataset) are one numpy array per record; in batches read without a transform they are a
+list of tensors, one per record, or with ``pad`` one padded ``(batch, longest)`` tensor
+plus a ``<name>_length`` column. Whether a column counts as variable-length is decided once
+for the whole dataset, so its batches have one type whatever lengths a batch happens to
+hold.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+from epochal._errors import Error
 
 __all__ = ["HFSource", "hf_records", "is_hf_dataset"]
 
@@ -72,6 +81,47 @@ def _arrow_column(column: Any) -> Any:
     return array.to_pylist()
 
 
+def _is_numeric_list(type_: Any) -> bool:
+    import pyarrow as pa
+
+    listlike = (
+        pa.types.is_list(type_)
+        or pa.types.is_large_list(type_)
+        or pa.types.is_fixed_size_list(type_)
+    )
+    return bool(listlike and _numeric(type_.value_type))
+
+
+def _ragged_columns(table: Any) -> set[str]:
+    """The columns of ``table`` whose lists of numbers differ in length (nulls aside)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ragged = set()
+    for name in table.column_names:
+        type_ = table.schema.field(name).type
+        if _is_numeric_list(type_) and not pa.types.is_fixed_size_list(type_):
+            extremes = pc.min_max(pc.list_value_length(table.column(name))).as_py()
+            if extremes["min"] is not None and extremes["min"] != extremes["max"]:
+                ragged.add(name)
+    return ragged
+
+
+def _pad_rows(rows: Any, value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of numbers (a list of 1-D arrays, or a 2-D array) as one ``(rows, longest)``
+    array padded with ``value`` after each row's end, and the rows' lengths."""
+    if isinstance(rows, np.ndarray) and rows.ndim == 2:
+        return rows, np.full(len(rows), rows.shape[1], dtype=np.int64)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    flat = np.concatenate(rows) if len(rows) else np.empty(0)
+    out = np.full((len(rows), int(lengths.max(initial=0))), value, dtype=flat.dtype)
+    starts = np.cumsum(lengths) - lengths
+    out[
+        np.repeat(np.arange(len(rows)), lengths), np.arange(len(flat)) - np.repeat(starts, lengths)
+    ] = flat
+    return out, lengths
+
+
 def _numpy_view(array: Any) -> np.ndarray | None:
     """A zero-copy numpy view of an Arrow column of numbers or of equal-length lists of
     numbers (rows first), or None when its type or nulls need a conversion."""
@@ -105,15 +155,30 @@ def _numpy_view(array: Any) -> np.ndarray | None:
 class HFSource:
     """A ``datasets.Dataset`` read through its numpy format.
 
-    ``get_columns(indices)`` is one ``ds[indices]`` call; numeric list columns come as
-    arrays (tensors in batches), strings as lists. The fingerprint is the dataset's own
-    (it changes with every transformation ``datasets`` applies), so a state taken on
-    another dataset of the same length is refused.
+    ``get_columns(indices)`` is one ``ds[indices]`` call; numbers and lists of numbers of
+    one length come as arrays (tensors in batches), strings as lists. Lists of numbers
+    whose lengths differ in the dataset are one 1-D array per record: a list of arrays in
+    ``get_columns`` (a list of tensors in the Loader's batches), or, for the columns
+    ``pad`` names, one ``(batch, longest)`` array filled with the pad value after each
+    row's end plus an int64 ``<name>_length`` column. Records (``source[i]`` and what a
+    transform receives) are never padded. The fingerprint is the dataset's own (it changes
+    with every transformation ``datasets`` applies), so a state taken on another dataset of
+    the same length is refused.
+
+    Args:
+        dataset: a map-style ``datasets.Dataset``.
+        pad: a number pads every variable-length numeric list column with it; a mapping
+            pads the columns it names (numeric list columns, e.g.
+            ``{"input_ids": pad_id, "labels": -100}``); None pads nothing.
+
+    Raises:
+        epochal.Error: ``pad`` names a column that is not a list of numbers, or a
+            ``<name>_length`` column already exists.
     """
 
     deterministic = True  # reading a row draws from no global RNG
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, *, pad: float | Mapping[str, float] | None = None) -> None:
         from datasets.features.features import require_decoding
 
         self.dataset = dataset
@@ -126,6 +191,33 @@ class HFSource:
         self._batches: list[Any] | None = None  # the Arrow record batches, read lazily
         self._offsets: np.ndarray | None = None
         self._views: list[dict[str, np.ndarray | None]] | None = None
+        empty = self._arrow[:0]  # the column types, no rows read
+        table = getattr(getattr(dataset, "data", None), "table", None)
+        # decided over the whole dataset (an unknown layout reads it once), so a batch's
+        # type does not depend on which rows it holds
+        self._ragged = _ragged_columns(table if table is not None else self._arrow[:])
+        self._ragged &= set(dataset.column_names)
+        self._pad = self._pad_values(pad, empty.schema)
+
+    def _pad_values(self, pad: float | Mapping[str, float] | None, schema: Any) -> dict[str, float]:
+        """The pad value of each column to pad, checked against the dataset's ``schema``."""
+        if pad is None:
+            return {}
+        if not isinstance(pad, Mapping):
+            pad = {name: pad for name in self.dataset.column_names if name in self._ragged}
+        lists = [n for n in schema.names if _is_numeric_list(schema.field(n).type)]
+        for name in pad:
+            if name not in lists:
+                raise Error(
+                    f"pad names column {name!r}, which is not a list of numbers; columns "
+                    f"that can be padded: {lists}"
+                )
+            if f"{name}_length" in schema.names:
+                raise Error(
+                    f"padding {name!r} adds a column {name}_length, which the dataset "
+                    f"already has; rename it first (ds.rename_column)"
+                )
+        return dict(pad)
 
     def __getstate__(self) -> dict[str, Any]:
         # the views are over this process's buffers: a spawned worker builds its own
@@ -143,8 +235,27 @@ class HFSource:
         return dict(self._numpy[index])
 
     def get_columns(self, indices: np.ndarray) -> dict[str, Any]:
-        """The records ``indices`` as columns (first axis = the batch)."""
-        keys = np.asarray(indices, dtype=np.int64)
+        """The records ``indices`` as columns (first axis = the batch), padded as
+        ``pad`` asks."""
+        columns = self._columns(indices)
+        if not self._pad:
+            return columns
+        out: dict[str, Any] = {}
+        for name, column in columns.items():
+            if name in self._pad:
+                out[name], out[f"{name}_length"] = _pad_rows(column, self._pad[name])
+            else:
+                out[name] = column
+        return out
+
+    def _columns(self, indices: np.ndarray) -> dict[str, Any]:
+        columns = self._read(np.asarray(indices, dtype=np.int64))
+        for name in self._ragged:  # a list even when this batch's lengths agree
+            if isinstance(columns[name], np.ndarray):
+                columns[name] = list(columns[name])
+        return columns
+
+    def _read(self, keys: np.ndarray) -> dict[str, Any]:
         if self._decoded:
             rows = self._numpy[keys]
             return {name: _column(values) for name, values in rows.items()}
@@ -158,7 +269,8 @@ class HFSource:
         rest = []
         for name in self.dataset.column_names:
             views = [v[name] for v in self._views]
-            if any(view is None for view in views):
+            # a ragged column may hold one length per record batch: never concatenated
+            if name in self._ragged or any(view is None for view in views):
                 rest.append(name)
             elif len(views) == 1:
                 out[name] = views[0][local]
@@ -214,7 +326,7 @@ class HFSource:
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """The records ``indices``, read as columns in one call and split into dicts."""
-        columns = self.get_columns(indices)
+        columns = self._columns(indices)  # records are never padded
         return [{name: col[j] for name, col in columns.items()} for j in range(len(indices))]
 
     @property
@@ -228,9 +340,39 @@ class HFSource:
 
 
 def hf_records(dataset: Any, *, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
-    """Rows of a ``datasets.Dataset`` as store records: numeric lists as numpy arrays."""
+    """Rows of a ``datasets.Dataset`` as store records: numeric lists as numpy arrays,
+    ``Image`` columns as the encoded file bytes (never decoded: a JPEG stays the same
+    JPEG, read back with ``epochal.decode_image``)."""
     from epochal.store._ingest import _row
 
+    datasets = sys.modules["datasets"]
+    images = [n for n, f in dataset.features.items() if isinstance(f, datasets.Image)]
+    position = 0
     for table in dataset.with_format("arrow").iter(batch_size=batch_size):
         for row in table.to_pylist():
+            for name in images:
+                row[name] = _image_bytes(row[name], name, position)
+            position += 1
             yield _row(row)
+
+
+def _image_bytes(value: dict[str, Any] | None, name: str, position: int) -> bytes | None:
+    """The encoded bytes of one ``Image`` value: its stored ``bytes``, or the file at its
+    ``path`` when the dataset only refers to the file (as ``imagefolder`` loads do)."""
+    from epochal.store._errors import StoreError
+
+    if value is None:
+        return None
+    if value.get("bytes") is not None:
+        return bytes(value["bytes"])
+    path = value.get("path")
+    if not path:
+        raise StoreError(f"row {position}: image column {name!r} has neither bytes nor a path")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise StoreError(
+            f"row {position}: image column {name!r} refers to the file {path!r}, which "
+            f"cannot be read ({err}); write the dataset where its image files are"
+        ) from err
