@@ -186,7 +186,9 @@ def _image_transform(fmt: str, resize: int | None, quality: int | None) -> _Tran
         # Pillow: above 95 JPEG files grow without looking better
         raise UsageError(f"--jpeg-quality must be from 1 to 95, got {quality}")
     try:
-        import PIL  # noqa: F401  (checked here, before any worker starts)
+        # here, before the pool forks, so that no worker spends its time importing them
+        import PIL.Image
+        import PIL.JpegImagePlugin  # noqa: F401
     except ImportError:
         raise UsageError(
             "--resize and --jpeg-quality need Pillow: pip install 'epochal[images]'"
