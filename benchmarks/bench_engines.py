@@ -148,12 +148,18 @@ def _rounds(
     return times
 
 
-def _split_line(name: str) -> str:
+def _split_line(name: str, one: str) -> str:
+    """Where a variant's CPU went, and what that allows on 2 idle cores against ``one``."""
     cpu = {k: statistics.median(r[k] for r in _SPLIT[name]) for k in _SPLIT[name][0]}
-    return (
+    line = (
         f"  CPU {name.split(',')[0].split(' (')[0]}: tasks {cpu['tasks']:.2f} s, engine services "
         f"{cpu['services']:.2f} s, driver {cpu['driver']:.2f} s"
     )
+    if name == one:
+        return line
+    base = statistics.median(r["driver"] for r in _SPLIT[one])
+    bound = min(2.0, base / max(cpu["driver"], sum(cpu.values()) / 2))
+    return f"{line} -> at most {bound:.2f}x on 2 idle cores"
 
 
 def _table(times: dict[str, list[float]], n: int) -> None:
@@ -172,7 +178,7 @@ def _cpu_line(src: str) -> str:
     one = statistics.median(p + c for p, c in _CPU[f"{src} 1"])
     parent = statistics.median(p for p, _ in _CPU[f"{src} 2"])
     pool = statistics.median(c for _, c in _CPU[f"{src} 2"])
-    bound = one / max(parent, (parent + pool) / 2)
+    bound = min(2.0, one / max(parent, (parent + pool) / 2))  # never beyond 2 cores
     return (
         f"  CPU: --workers 1 {one:.2f} s; --workers 2 parent {parent:.2f} s + pool {pool:.2f} s "
         f"(parent {parent / (parent + pool):.0%}) -> at most {bound:.2f}x on 2 idle cores"
@@ -357,8 +363,8 @@ def _engine_phase(
         times = _rounds(variants, rounds, split=True)
         _table(times, len(items))
         for variant in variants:
-            print(_split_line(variant))
-            del _SPLIT[variant]
+            print(_split_line(variant, _ONE))
+        _SPLIT.clear()
         engine = name.split(",")[0]
         print(
             f"  {engine} overhead, none of it in the table: start {started:.1f} s, first job "

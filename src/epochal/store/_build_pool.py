@@ -48,8 +48,8 @@ def _encode(part: Part) -> Block | None:
 def parallel_blocks(parts: Iterable[Part], workers: int) -> Iterator[Block]:
     """The parts' records as blocks, in order, parsed by ``workers`` processes.
 
-    The parent only sends parts (paths and byte ranges, never data) and receives ready
-    Arrow blocks, which it writes; every part is parsed in a worker, the first one too,
+    The parent sends parts (paths, byte ranges, row-group numbers; only CSV parts carry
+    data, the Arrow batches it parsed) and receives ready Arrow blocks, which it writes; every part is parsed in a worker, the first one too,
     so the parent's serial share is the shard writing alone. The first non-empty block
     fixes the columns (as record 0 does for the row writer); a later block whose own
     first record implies other columns, or a part that failed, is read again in the
