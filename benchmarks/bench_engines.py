@@ -294,7 +294,11 @@ def _start_ray() -> Callable[[list[dict[str, Any]], str, str], None]:
     import epochal.ray
 
     ray.init(
-        num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False
+        num_cpus=2,
+        object_store_memory=256 << 20,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
     )
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # a line per job otherwise
     data_ctx = ray.data.DataContext.get_current()
