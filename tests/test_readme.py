@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import epochal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +128,15 @@ def _check_build(result: subprocess.CompletedProcess[str], tmp: Path) -> None:
     assert "built data/images: 6 records" in result.stdout
 
 
+def _check_resize(result: subprocess.CompletedProcess[str], tmp: Path) -> None:
+    from PIL import Image
+
+    assert result.returncode == 0, result.stderr
+    assert "built data/small: 6 records" in result.stdout
+    store = epochal.open(tmp / "data" / "small")
+    assert {Image.open(io.BytesIO(store[i]["image"])).size for i in range(6)} == {(256, 256)}
+
+
 def _check_inspect(result: subprocess.CompletedProcess[str], tmp: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "6" in result.stdout
@@ -142,6 +154,7 @@ _RUNS = {
     ),
     "epochal verify-resume run.yaml --kills 3": (_in_run_dir, _check_verify_resume, ()),
     "epochal build images/ data/images": (_image_folder, _check_build, ()),
+    "epochal build images/ data/small --resize 256": (_image_folder, _check_resize, ()),
     "epochal inspect data/images": (
         _image_folder,
         _check_inspect,

@@ -127,3 +127,105 @@ def test_a_bad_record_in_a_workers_part_is_named_as_one_process_names_it(tmp_pat
     assert "record 33: column 'x' expects scalar[<i8]" in messages[0]
     assert main(["build", str(src), str(tmp_path / "s0"), "--workers", "0"]) == 2
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _build_messages(tmp_path, src, capsys) -> list[str]:
+    messages = []
+    for workers in (1, 2):
+        dest = tmp_path / f"bad{workers}"
+        assert main(["build", str(src), str(dest), "--workers", str(workers)]) == 1
+        messages.append(capsys.readouterr().err.strip().splitlines()[-1])
+    return messages
+
+
+@pytest.mark.parametrize("bad", [1, 12])  # in the first part (parsed in a worker too), a later one
+def test_the_first_error_of_a_part_is_the_one_process_error(tmp_path, capsys, bad):
+    src = tmp_path / "d.jsonl"
+    lines = [json.dumps({"x": i}) for i in range(40)]
+    lines[bad] = json.dumps({"x": "a string"})
+    lines[bad + 2] = "{not json"  # same part, after the bad record: never reached
+    src.write_text("\n".join(lines) + "\n")
+    messages = _build_messages(tmp_path, src, capsys)
+    assert messages[0] == messages[1]
+    assert f"record {bad}: column 'x' expects scalar[<i8]" in messages[0]
+
+
+def _sized_images(root) -> dict[str, tuple[int, int]]:
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    sizes = {}
+    shapes = [(40, 60), (90, 30), (25, 25), (16, 50), (70, 44)]
+    for i in range(10):
+        h, w = shapes[i % len(shapes)]
+        rel = f"c{i % 2}/{i:02d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        mode = "L" if i == 3 else "RGBA" if i == 4 else "RGB"
+        pixels = rng.integers(0, 256, (h, w, {"L": 1, "RGB": 3, "RGBA": 4}[mode]), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(root / rel)
+        sizes[rel] = (w, h)
+    return sizes
+
+
+def test_resize_scales_the_shorter_side_and_stores_jpeg_the_same_for_any_workers(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    sizes = _sized_images(root)
+    prints = []
+    for workers, run in ((1, "a"), (2, "a"), (2, "b")):
+        dest = tmp_path / f"r{workers}{run}"
+        argv = ["build", str(root), str(dest), "--resize", "20", "--workers", str(workers)]
+        assert main(argv) == 0, capsys.readouterr().err
+        store = epochal.open(dest)
+        prints.append(store.fingerprint)
+    assert prints[0] == prints[1] == prints[2]  # deterministic, and independent of workers
+    assert store.metadata["image_transform"] == {
+        "resize_shorter_side": 20,
+        "format": "JPEG",
+        "quality": 90,
+    }
+    for i in range(len(store)):
+        row = store[i]
+        w, h = sizes[row["path"]]
+        image = Image.open(io.BytesIO(row["image"]))
+        assert image.format == "JPEG"
+        assert image.mode == ("L" if row["path"].endswith("03.png") else "RGB")
+        assert min(image.size) == 20
+        assert image.size == (int(w * 20 / min(w, h) + 0.5), int(h * 20 / min(w, h) + 0.5))
+    # quality alone re-encodes at the original size; a lower quality makes smaller files
+    for quality in (30, 90):
+        dest = tmp_path / f"q{quality}"
+        assert main(["build", str(root), str(dest), "--jpeg-quality", str(quality)]) == 0
+    low, high = epochal.open(tmp_path / "q30"), epochal.open(tmp_path / "q90")
+    for i in range(len(low)):
+        assert Image.open(io.BytesIO(low[i]["image"])).size == sizes[low[i]["path"]]
+    assert sum(len(low[i]["image"]) for i in range(len(low))) < sum(
+        len(high[i]["image"]) for i in range(len(high))
+    )
+
+
+def test_resize_usage_errors_and_an_undecodable_image(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    _sized_images(root)
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"x": 1}\n')
+    for argv, message in (
+        ([str(root), "--resize", "0"], "--resize must be at least 1 pixel, got 0"),
+        ([str(root), "--jpeg-quality", "96"], "--jpeg-quality must be from 1 to 95, got 96"),
+        ([str(jsonl), "--resize", "8"], "apply to image folders only; the input is jsonl"),
+    ):
+        assert main(["build", argv[0], str(tmp_path / "never"), *argv[1:]]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    (root / "c1" / "07.png").write_bytes(b"not a png")
+    messages = []
+    for workers in (1, 2):
+        dest = tmp_path / f"bad{workers}"
+        assert (
+            main(["build", str(root), str(dest), "--resize", "8", "--workers", str(workers)]) == 1
+        )
+        messages.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert messages[0] == messages[1]
+    assert "cannot decode image c1/07.png" in messages[0]

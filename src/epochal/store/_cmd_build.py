@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from epochal._errors import Error
+from epochal._errors import Error, UsageError
 from epochal.store._errors import StoreError
 
 __all__ = ["BuildConfig", "main"]
@@ -35,6 +35,10 @@ class BuildConfig:
     """Replace a finished store at DEST."""
     workers: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
     """Processes that parse the input (default: this machine's cores); the store is the same for any number."""
+    resize: Annotated[int | None, tyro.conf.arg(metavar="PIXELS")] = None
+    """Image folders: scale each image so its shorter side is PIXELS (bicubic, aspect kept) and store it as JPEG."""
+    jpeg_quality: Annotated[int | None, tyro.conf.arg(metavar="1-95")] = None
+    """Image folders: store each image re-encoded as JPEG at this quality (default 90 with --resize)."""
     tokenizer: Annotated[str | None, tyro.conf.arg(metavar="MODULE:FUNCTION")] = None
     """Build a token store from JSONL text with this tokenizer, 'package.module:function' (str -> list[int])."""
     text_field: str = "text"
@@ -98,6 +102,8 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
         )
     try:
         if cfg.tokenizer is not None:  # token stores (issue 17): text -> blocks of tokens
+            if cfg.resize is not None or cfg.jpeg_quality is not None:
+                raise UsageError("--resize and --jpeg-quality do not apply with --tokenizer")
             from epochal.store._tokenize import token_source
 
             source = token_source(
@@ -109,7 +115,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 block_tokens=cfg.block_tokens,
             )
         else:
-            source = ingest(cfg.src, cfg.format)
+            source = ingest(cfg.src, cfg.format, resize=cfg.resize, jpeg_quality=cfg.jpeg_quality)
     except _INPUT_ERRORS as err:
         raise _SourceError(f"cannot read {cfg.src} as input: {_describe(err)}") from err
     start = time.perf_counter()

@@ -4,7 +4,10 @@ Formats (``detect`` picks one from the path):
 
 - ``imagefolder``: ``root/<class name>/*.jpg|png|...`` -> ``{"image": bytes, "label": int,
   "path": str}``; labels follow the sorted class names, which go into the manifest metadata
-  as ``classes``. Images are stored encoded (decode in the transform).
+  as ``classes``. Images are stored encoded (decode in the transform), as the files are,
+  or, with ``resize`` and/or ``jpeg_quality``, decoded, resized so that the shorter side
+  is ``resize`` pixels (bicubic, aspect ratio kept) and re-encoded as JPEG (RGB or
+  grayscale); the options go into the manifest metadata as ``image_transform``.
 - ``jsonl``: one JSON object per line; ``csv``: a header row, types inferred by pyarrow;
   ``parquet``: a file or a folder of ``*.parquet`` files. Lists of numbers become numpy
   arrays, other nested values JSON strings, dates ISO strings.
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from epochal._errors import UsageError
 from epochal.store._errors import StoreError
 
 __all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "Part", "detect", "ingest"]
@@ -55,8 +59,10 @@ _SUFFIXES = {
 
 # a piece of an input: called in a pool worker, gives that piece's records in order
 Part = Callable[[], Iterator[dict[str, Any]]]
-_PART_IMAGES = 256  # images per part: enough work to amortise a round trip to a worker
-_PART_BYTES = 4 << 20  # bytes of JSON lines per part
+# small enough that the last parts do not leave a worker idle for long, large enough to
+# amortise a round trip to a worker (~1 ms) over 50-100 ms of parsing
+_PART_IMAGES = 64  # images per part
+_PART_BYTES = 1 << 20  # bytes of JSON lines per part
 
 
 @dataclass
@@ -98,8 +104,27 @@ def detect(src: str) -> str:
     )
 
 
-def ingest(src: str | os.PathLike[str], fmt: str = "auto") -> Ingest:
-    """Open ``src`` in format ``fmt`` (``"auto"`` detects it) as records."""
+def ingest(
+    src: str | os.PathLike[str],
+    fmt: str = "auto",
+    *,
+    resize: int | None = None,
+    jpeg_quality: int | None = None,
+) -> Ingest:
+    """Open ``src`` in format ``fmt`` (``"auto"`` detects it) as records.
+
+    Args:
+        src: the input file or folder.
+        fmt: one of :data:`FORMATS`, or ``"auto"``.
+        resize: image folders only: scale every image so that its shorter side has this
+            many pixels, then store it as JPEG.
+        jpeg_quality: image folders only: store every image re-encoded as JPEG at this
+            quality (1-95; default 90 when ``resize`` is given).
+
+    Raises:
+        UsageError: ``resize``/``jpeg_quality`` out of range or given for another format.
+        StoreError: the input cannot be read.
+    """
     path = os.fspath(src)
     if fmt == "auto":
         fmt = detect(path)
@@ -107,6 +132,7 @@ def ingest(src: str | os.PathLike[str], fmt: str = "auto") -> Ingest:
         raise StoreError(f"unknown input format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}")
     if not os.path.exists(path):
         raise StoreError(f"input {path!r} does not exist")
+    transform = _image_transform(fmt, resize, jpeg_quality)
     reader = {
         "imagefolder": _image_folder,
         "jsonl": _jsonl,
@@ -116,7 +142,7 @@ def ingest(src: str | os.PathLike[str], fmt: str = "auto") -> Ingest:
         "npz": _npz,
         "webdataset": _webdataset,
     }[fmt]
-    result = reader(path)
+    result = _image_folder(path, transform) if transform is not None else reader(path)
     result.metadata.setdefault("source_format", fmt)
     return result
 
@@ -139,7 +165,62 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     return {str(k): _normalise(v) for k, v in record.items()}
 
 
-def _image_folder(root: str) -> Ingest:
+@dataclass(frozen=True)
+class _Transform:
+    """What ``epochal build --resize/--jpeg-quality`` does to every image (in the workers)."""
+
+    resize: int | None
+    quality: int
+
+
+def _image_transform(fmt: str, resize: int | None, quality: int | None) -> _Transform | None:
+    if resize is None and quality is None:
+        return None
+    if fmt != "imagefolder":
+        raise UsageError(
+            f"--resize and --jpeg-quality apply to image folders only; the input is {fmt}"
+        )
+    if resize is not None and resize < 1:
+        raise UsageError(f"--resize must be at least 1 pixel, got {resize}")
+    if quality is not None and not 1 <= quality <= 95:
+        # Pillow: above 95 JPEG files grow without looking better
+        raise UsageError(f"--jpeg-quality must be from 1 to 95, got {quality}")
+    try:
+        # here, before the pool forks, so that no worker spends its time importing them
+        import PIL.Image
+        import PIL.JpegImagePlugin  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--resize and --jpeg-quality need Pillow: pip install 'epochal[images]'"
+        ) from None
+    return _Transform(resize, 90 if quality is None else quality)
+
+
+def _reencode(data: bytes, transform: _Transform, where: str) -> bytes:
+    """``data`` decoded, shorter side scaled to ``transform.resize``, encoded as JPEG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            # JPEG holds gray or RGB: palettes, alpha and CMYK become RGB, gray stays gray
+            image = opened.convert("L" if opened.mode in ("1", "L", "LA") else "RGB")
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        raise StoreError(f"cannot decode image {where}: not a format Pillow reads") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise StoreError(f"cannot decode image {where}: {err}") from None
+    if transform.resize is not None:
+        w, h = image.size
+        scale = transform.resize / min(w, h)
+        # round half up, and at least one pixel for very thin images
+        size = (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=transform.quality)
+    return out.getvalue()
+
+
+def _image_folder(root: str, transform: _Transform | None = None) -> Ingest:
     classes = sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)))
     files: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
@@ -151,17 +232,29 @@ def _image_folder(root: str) -> Ingest:
             f"image folder {root!r} has no images (expected root/<class>/*{'|*'.join(IMAGE_EXTENSIONS)})"
         )
 
+    metadata: dict[str, Any] = {"classes": classes}
+    if transform is not None:
+        metadata["image_transform"] = {
+            "resize_shorter_side": transform.resize,
+            "format": "JPEG",
+            "quality": transform.quality,
+        }
     parts = [
-        functools.partial(_image_records, root, files[i : i + _PART_IMAGES])
+        functools.partial(_image_records, root, files[i : i + _PART_IMAGES], transform)
         for i in range(0, len(files), _PART_IMAGES)
     ]
-    return Ingest(_image_records(root, files), {"classes": classes}, len(files), parts)
+    return Ingest(_image_records(root, files, transform), metadata, len(files), parts)
 
 
-def _image_records(root: str, files: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+def _image_records(
+    root: str, files: list[tuple[str, int]], transform: _Transform | None = None
+) -> Iterator[dict[str, Any]]:
     for rel, label in files:
         with open(os.path.join(root, rel), "rb") as f:
-            yield {"image": f.read(), "label": label, "path": rel}
+            data = f.read()
+        if transform is not None:
+            data = _reencode(data, transform, rel)
+        yield {"image": data, "label": label, "path": rel}
 
 
 def _jsonl(path: str) -> Ingest:
