@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
+from epochal._indices import check_indices
 from epochal._keys import splitmix64 as _splitmix64
 
 __all__ = ["STRADDLE_POLICIES", "TokenSource", "tokens"]
@@ -326,11 +327,9 @@ class EpochWindows:
 
     def starts(self, indices: np.ndarray) -> np.ndarray:
         """Stream positions where the windows ``indices`` start."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self.tokens)
-        if indices.size and int(indices.view(np.uint64).max()) >= n:
-            bad = int(indices[(indices < 0) | (indices >= n)][0])
-            raise IndexError(f"window index {bad} is out of range for {n} windows")
+        indices = check_indices(
+            indices, len(self.tokens), "window index {bad} is out of range for {n} windows"
+        )
         return self.offset + indices * self.tokens.seq_len
 
     def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray]:
