@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from epochal._apportion import largest_remainder
 from epochal._errors import Error
 from epochal._indices import check_indices
 from epochal._keys import check_seed, split_seed
@@ -158,17 +159,6 @@ def split(source: Any, fractions: Sequence[float], *, seed: int = 0) -> tuple[Su
         SubsetSource(source, np.sort(order.index(np.arange(lo, hi, dtype=np.int64))))
         for lo, hi in itertools.pairwise(bounds)
     )
-
-
-def largest_remainder(fractions: Sequence[float], total: int) -> list[int]:
-    """Integers proportional to ``fractions`` that sum to ``total`` (Hamilton's method)."""
-    scale = sum(fractions)
-    quotas = [f / scale * total for f in fractions]
-    sizes = [math.floor(q) for q in quotas]
-    by_remainder = sorted(range(len(quotas)), key=lambda i: (sizes[i] - quotas[i], i))
-    for i in by_remainder[: total - sum(sizes)]:
-        sizes[i] += 1
-    return sizes
 
 
 class ConcatSource:
