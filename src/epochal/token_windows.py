@@ -54,12 +54,11 @@ import numpy as np
 
 from epochal._errors import Error
 from epochal._indices import check_indices
-from epochal._keys import splitmix64 as _splitmix64
+from epochal._keys import token_offset_key
 
 __all__ = ["STRADDLE_POLICIES", "TokenSource", "tokens"]
 
 STRADDLE_POLICIES = ("keep", "drop")
-_OFFSET_SALT = 0x243F6A8885A308D3  # keeps window offsets unrelated to the Loader's own order
 _FINGERPRINT_SAMPLES = 64  # tokens hashed into the fingerprint, spread over the stream
 TOKENS_METADATA = "tokens"  # manifest metadata key of a store built by `epochal build --tokenizer`
 
@@ -245,8 +244,8 @@ class TokenSource:
 
     def offset(self, epoch: int, *, seed: int = 0) -> int:
         """The stream position where window 0 of ``epoch`` starts, in ``[0, seq_len)``."""
-        key = _splitmix64(seed ^ _splitmix64((epoch ^ _OFFSET_SALT) & (1 << 64) - 1))
-        return key % self._offsets
+        # a salted key (_keys.token_offset_key): unrelated to the Loader's own order
+        return token_offset_key(seed, epoch) % self._offsets
 
     def for_epoch(self, epoch: int, *, seed: int = 0) -> EpochWindows:
         """The windows of ``epoch`` as a Source of the same length (the Loader's hook)."""
