@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["AddressSpace", "RecordLayout"]
+__all__ = ["AddressSpace", "AddressTable", "Addressable", "RecordLayout"]
 
 
 class RecordLayout(NamedTuple):
@@ -32,6 +32,36 @@ class RecordLayout(NamedTuple):
     itemsize: int
     dtype: np.dtype
     shape: tuple[int, ...]
+
+
+AddressTable = tuple[np.ndarray, list[np.ndarray], list[tuple[int, int]]]
+"""``(starts, bases, regions)``: a source's records as pieces of memory (see :class:`Addressable`)."""
+
+
+@runtime_checkable
+class Addressable(Protocol):
+    """A source whose fixed-size columns can be gathered by address (the joined fast path).
+
+    Sources whose columns all have fixed-size records (``from_arrays`` over C-contiguous
+    arrays, local stores) implement these two hooks, and a concat or mixture of them reads
+    a whole batch in one gather per column (``sources/_joined.py``). Both are private:
+    users never call them.
+
+    ``_record_layout()``: each column's :class:`RecordLayout` (record size, dtype and
+    shape), or None when some column is variable-size or not contiguous (the source then
+    takes the per-source path).
+
+    ``_address_table()``: the source's records as pieces laid out in memory (an array;
+    a store's shards, mapped by the call): piece ``p`` holds records
+    ``starts[p]..starts[p+1]-1``, whose bytes in column ``j`` start at the absolute address
+    ``bases[j][p]``, one record every ``itemsize`` bytes; ``regions`` are the
+    ``(address, size)`` of every buffer those records lie in. The caller keeps the
+    source, hence those buffers, alive for as long as it reads them.
+    """
+
+    def _record_layout(self) -> tuple[RecordLayout, ...] | None: ...
+
+    def _address_table(self) -> AddressTable: ...
 
 
 class AddressSpace:

@@ -29,14 +29,17 @@ __all__ = [
     "mixture_keys",
     "order_keys",
     "round_hash",
+    "round_keys",
     "salted_key",
     "sample_key",
     "sample_seed",
     "split_seed",
     "splitmix64",
     "splitmix64_array",
+    "token_offset_key",
     "uniform",
     "weighted_key",
+    "window_keys",
 ]
 
 MAX_SEED = 1 << 64  # seeds and epochs are integers in [0, MAX_SEED)
@@ -51,13 +54,16 @@ _MANTISSA = 2.0**-53
 
 # Salts: one per consumer of a seed, so their streams are unrelated. Digits of the
 # square roots of primes (SHA-2's constants) and of pi: arbitrary, but fixed forever.
-# The sample and weighted salts are the same numbers as the window-block and token-offset
-# salts (in _windows.py and token_windows.py); each is mixed into a different derivation,
-# so the streams stay unrelated.
+# Two numbers serve twice (sample = window blocks, weighted = token offsets); each use
+# mixes its salt into a different derivation, so the streams stay unrelated.
 SAMPLE_SALT = 0x6A09E667F3BCC908  # per-sample generators (rng.py)
 WEIGHTED_SALT = 0x243F6A8885A308D3  # weighted sampling (sampling.py)
 MIX_SALT = 0xA4093822299F31D0  # the sources' orders inside a mixture (mixture.py)
 SPLIT_SALT = 0x13198A2E03707344  # a split's permutation (sources/_views.py)
+WINDOW_BLOCKS_SALT = 0x6A09E667F3BCC908  # a windowed order's blocks (_windows.py)
+WINDOW_SLICES_SALT = 0xBB67AE8584CAA73B  # its window-slice tweaks
+WINDOW_FINAL_SALT = 0x3C6EF372FE94F82B  # its final partial batch
+TOKEN_OFFSET_SALT = 0x243F6A8885A308D3  # token windows' epoch offsets (token_windows.py)
 
 
 def check_seed(seed: object, what: str = "seed") -> int:
@@ -137,7 +143,11 @@ def round_hash(
 
 def order_keys(seed: int, epoch: int, rounds: int) -> list[np.uint64]:
     """The round keys of the shuffled order of ``(seed, epoch)`` (checked)."""
-    state = splitmix64(splitmix64(check_seed(seed)) ^ check_epoch(epoch))
+    return round_keys(splitmix64(splitmix64(check_seed(seed)) ^ check_epoch(epoch)), rounds)
+
+
+def round_keys(state: int, rounds: int) -> list[np.uint64]:
+    """``rounds`` Feistel round keys from a 64-bit ``state``: its successive splitmix64 steps."""
     keys = []
     for _ in range(rounds):
         state = splitmix64(state)
@@ -179,3 +189,21 @@ def mixture_keys(seed: int, epoch: int, k: int) -> tuple[list[int], int]:
 def split_seed(seed: int) -> int:
     """The seed of the shuffled order (epoch 0) that a split cuts into parts (checked)."""
     return splitmix64(check_seed(seed) ^ SPLIT_SALT)
+
+
+def window_keys(seed: int, epoch: int) -> tuple[int, int, int]:
+    """``(blocks_seed, final_seed, slices_key)`` of the windowed order of ``(seed, epoch)``.
+
+    The blocks and the final partial batch are shuffled orders of ``(blocks_seed, epoch)``
+    and ``(final_seed, epoch)``; ``slices_key`` keys the window slices' tweaked bijections.
+    """
+    return (
+        splitmix64(seed ^ WINDOW_BLOCKS_SALT),
+        splitmix64(seed ^ WINDOW_FINAL_SALT),
+        splitmix64(splitmix64(seed ^ WINDOW_SLICES_SALT) ^ epoch),
+    )
+
+
+def token_offset_key(seed: int, epoch: int) -> int:
+    """The key of token windows' stream offset in ``(seed, epoch)``."""
+    return splitmix64(seed ^ splitmix64((epoch ^ TOKEN_OFFSET_SALT) & M64))

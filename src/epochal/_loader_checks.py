@@ -14,6 +14,7 @@ __all__ = ["check_dataloader_only", "check_sampler", "topology"]
 
 
 def topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``: the ones given, else torch.distributed's, else ``(0, 1)``."""
     if rank is None or world_size is None:
         import torch.distributed as dist
 

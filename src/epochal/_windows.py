@@ -79,8 +79,7 @@ import numpy as np
 from epochal._errors import Error, StateError
 from epochal._keys import check_seed_epoch as _check_seed_epoch
 from epochal._keys import round_hash as _hash
-from epochal._keys import splitmix64 as _splitmix64
-from epochal._keys import splitmix64_array
+from epochal._keys import round_keys, splitmix64_array, window_keys
 from epochal.order import _CHUNK, _ROUNDS, MAX_RECORDS, Order, ShuffledOrder, _as_positions
 from epochal.plan import Plan
 
@@ -103,11 +102,6 @@ log = logging.getLogger("epochal")
 WINDOWS_IN_CACHE = 3  # the window being read, the next one prefetched, the one in flight
 BLOCKS_PER_BATCH = 2  # blocks per rank-window slice per batch slot: mixing <= sqrt(1.5)x
 MIXING_GOAL = 1.25  # describe_layout says when a layout mixes worse than this
-# salts keep the block, window-slice and final-batch bijections unrelated to each other
-# and to the plain order of the same (seed, epoch)
-_SALT_BLOCKS = 0x6A09E667F3BCC908
-_SALT_SLICES = 0xBB67AE8584CAA73B
-_SALT_FINAL = 0x3C6EF372FE94F82B
 _MIB = 1 << 20
 
 
@@ -549,11 +543,7 @@ class _TweakedFeistel:
         bits = max(2, (m - 1).bit_length())
         self._low_bits = bits // 2
         self._high_bits = bits - self._low_bits
-        keys = []
-        for _ in range(_ROUNDS):
-            key = _splitmix64(key)
-            keys.append(np.uint64(key))
-        self._keys = keys
+        self._keys = round_keys(key, _ROUNDS)
 
     def apply(self, x: np.ndarray, tweaks: np.ndarray, *, inverse: bool) -> np.ndarray:
         """``x`` (uint64, values in ``[0, m)``) through each element's bijection (a new array)."""
@@ -628,16 +618,16 @@ class WindowedOrder(Order):
             self._segments = _Segments(starts, b)
         self._full_blocks = n // b
         self._blocks = None
+        # salted keys (_keys.window_keys) keep the block, window-slice and final-batch
+        # bijections unrelated to each other and to the plain order of the same (seed, epoch)
+        blocks_seed, final_seed, key = window_keys(seed, epoch)
         if self._full_blocks:
-            blocks_seed = _splitmix64(seed ^ _SALT_BLOCKS)
             self._blocks = ShuffledOrder(self._full_blocks, seed=blocks_seed, epoch=epoch)
         total, _windows, base, extra = layout._cut
         self._ranked = total * g
         self._final = None
         if n > self._ranked:
-            final_seed = _splitmix64(seed ^ _SALT_FINAL)
             self._final = ShuffledOrder(n - self._ranked, seed=final_seed, epoch=epoch)
-        key = _splitmix64(_splitmix64(seed ^ _SALT_SLICES) ^ epoch)
         self._tweak_key = np.uint64(key)
         # (first position, stop, global batches per window, first window): windows of
         # base + 1 global batches, then windows of base

@@ -64,8 +64,9 @@ class Loader:
     batch size or worker count: the position counts samples, so the rest of the epoch is
     neither repeated nor skipped. Future versions may add keys; a load never guesses a
     missing one. A loader with a sampler (weighted sampling, a mixture) adds the key
-    ``"sampler"``, the sampler's description, and refuses a state taken with another
-    sampler (or without one); ``position`` then counts the sampler's positions.
+    ``"sampler"``, the sampler's identity (:meth:`epochal.Sampler.identity`), and refuses
+    a state taken with another sampler (or without one); ``position`` then counts the
+    sampler's positions.
     ``"windows"`` is the current epoch's windowed-order layout (None for the plain order):
     a source that reads a store larger than its cache gives a read hint, and with
     ``shuffle=True`` and no sampler the loader then reads it window by window (see
@@ -108,8 +109,8 @@ class Loader:
         timeout: seconds to wait for a batch from a worker (0 waits forever).
         sampler: maps each epoch's positions to record indices instead of the plain
             shuffle (:class:`epochal.WeightedSampler`, :func:`epochal.balanced`); it fixes
-            the positions per epoch. Defaults to the source's own ``sampler`` attribute
-            when it has one (:func:`epochal.mix`), else the shuffled order. A torch sampler
+            the positions per epoch. Defaults to the source's own sampler when it is a
+            ``SampledSource`` (:func:`epochal.mix`), else the plain shuffle. A torch sampler
             is refused with what replaces it (``shuffle``, :func:`epochal.subset`, an epochal
             sampler; ``DistributedSampler`` is not needed).
         full_pass: every ``iter()`` is a complete pass of the current epoch from its start,

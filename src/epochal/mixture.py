@@ -70,11 +70,12 @@ from typing import Any
 
 import numpy as np
 
+from epochal._apportion import largest_remainder
 from epochal._errors import Error
 from epochal._keys import M64, mixture_keys
 from epochal.order import Order, ShuffledOrder, _as_positions
-from epochal.sampling import Sampler
-from epochal.sources._views import ConcatSource, largest_remainder
+from epochal.sampling import Sampler, check_positions
+from epochal.sources._views import ConcatSource
 
 __all__ = ["EXHAUSTION_POLICIES", "MAX_PERIOD", "Mixture", "MixtureSampler", "mix"]
 
@@ -236,18 +237,13 @@ class MixtureSampler(Sampler):
                 samples_per_epoch = 1 + max(
                     self.draw_position(i, n - 1) for i, n in enumerate(self.sizes)
                 )
-        if isinstance(samples_per_epoch, bool) or not isinstance(
-            samples_per_epoch, (int, np.integer)
-        ):
-            raise Error(f"samples_per_epoch must be an integer, got {samples_per_epoch!r}")
-        limit = stop if exhaustion == "stop" else None
-        if samples_per_epoch < 1 or (limit is not None and samples_per_epoch > limit):
-            valid = "an integer >= 1" if limit is None else f"in [1, {limit}]"
-            raise Error(
-                f"samples_per_epoch must be {valid} with exhaustion={exhaustion!r}, got "
-                f"{samples_per_epoch}; use exhaustion='restart' for longer epochs"
-            )
-        self.samples_per_epoch = int(samples_per_epoch)
+        self.samples_per_epoch = check_positions(
+            samples_per_epoch,
+            "samples_per_epoch",
+            limit=stop if exhaustion == "stop" else None,
+            context=f" with exhaustion={exhaustion!r}",
+            hint="; use exhaustion='restart' for longer epochs",
+        )
 
     def draw_position(self, i: int, j: int) -> int:
         """The position of the ``j``-th draw (from 0) of source ``i`` in every epoch."""

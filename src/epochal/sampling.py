@@ -114,6 +114,22 @@ class ShuffleSampler(Sampler):
         return f"ShuffleSampler(num_records={self.num_records})"
 
 
+def check_positions(
+    value: Any, what: str, *, limit: int | None, context: str = "", hint: str = ""
+) -> int:
+    """``value`` (a sampler's positions per epoch) as an int in ``[1, limit]`` (or ``>= 1``).
+
+    Raises:
+        Error: ``"{what} must be {valid range}{context}, got {value}{hint}"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise Error(f"{what} must be an integer, got {value!r}")
+    if value < 1 or (limit is not None and value > limit):
+        valid = "an integer >= 1" if limit is None else f"in [1, {limit}]"
+        raise Error(f"{what} must be {valid}{context}, got {value}{hint}")
+    return int(value)
+
+
 def _check_weights(weights: Any) -> np.ndarray:
     array = np.asarray(weights)
     if array.ndim != 1 or array.size == 0:
@@ -218,15 +234,12 @@ class WeightedSampler(Sampler):
         limit = None if self.replacement else positive
         if num_samples is None:
             num_samples = self.num_records if self.replacement else positive
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-            raise Error(f"num_samples must be an integer, got {num_samples!r}")
-        if num_samples < 1 or (limit is not None and num_samples > limit):
-            valid = "an integer >= 1" if limit is None else f"in [1, {limit}]"
-            raise Error(
-                f"num_samples must be {valid} (records with a positive weight: {positive}), "
-                f"got {num_samples}"
-            )
-        self.num_samples = int(num_samples)
+        self.num_samples = check_positions(
+            num_samples,
+            "num_samples",
+            limit=limit,
+            context=f" (records with a positive weight: {positive})",
+        )
         self._table = _GuideTable(np.cumsum(self.weights)) if self.replacement else None
         self._cached: tuple[int, int, np.ndarray] | None = None
         self._digest: str | None = None

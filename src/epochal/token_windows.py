@@ -53,12 +53,12 @@ from typing import Any
 import numpy as np
 
 from epochal._errors import Error
-from epochal._keys import splitmix64 as _splitmix64
+from epochal._indices import check_indices
+from epochal._keys import token_offset_key
 
 __all__ = ["STRADDLE_POLICIES", "TokenSource", "tokens"]
 
 STRADDLE_POLICIES = ("keep", "drop")
-_OFFSET_SALT = 0x243F6A8885A308D3  # keeps window offsets unrelated to the Loader's own order
 _FINGERPRINT_SAMPLES = 64  # tokens hashed into the fingerprint, spread over the stream
 TOKENS_METADATA = "tokens"  # manifest metadata key of a store built by `epochal build --tokenizer`
 
@@ -244,8 +244,8 @@ class TokenSource:
 
     def offset(self, epoch: int, *, seed: int = 0) -> int:
         """The stream position where window 0 of ``epoch`` starts, in ``[0, seq_len)``."""
-        key = _splitmix64(seed ^ _splitmix64((epoch ^ _OFFSET_SALT) & (1 << 64) - 1))
-        return key % self._offsets
+        # a salted key (_keys.token_offset_key): unrelated to the Loader's own order
+        return token_offset_key(seed, epoch) % self._offsets
 
     def for_epoch(self, epoch: int, *, seed: int = 0) -> EpochWindows:
         """The windows of ``epoch`` as a Source of the same length (the Loader's hook)."""
@@ -326,11 +326,9 @@ class EpochWindows:
 
     def starts(self, indices: np.ndarray) -> np.ndarray:
         """Stream positions where the windows ``indices`` start."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self.tokens)
-        if indices.size and int(indices.view(np.uint64).max()) >= n:
-            bad = int(indices[(indices < 0) | (indices >= n)][0])
-            raise IndexError(f"window index {bad} is out of range for {n} windows")
+        indices = check_indices(
+            indices, len(self.tokens), "window index {bad} is out of range for {n} windows"
+        )
         return self.offset + indices * self.tokens.seq_len
 
     def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray]:

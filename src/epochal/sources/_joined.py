@@ -4,15 +4,8 @@ A batch drawn from several in-memory or memory-mapped sources (a mixture, a conc
 otherwise be gathered per source and then copied into batch order: two passes over the
 batch, the second into freshly allocated memory. Sources whose columns all have
 fixed-size records (``from_arrays`` over C-contiguous arrays, local stores) describe
-them through two private hooks:
-
-- ``_record_layout() -> tuple[RecordLayout, ...] | None``: each column's record size,
-  dtype and shape (None when some column is variable-size or not contiguous);
-- ``_address_table() -> (starts, bases, regions)``: the source's records as pieces laid
-  out in memory (an array; a store's shards, mapped by the call): piece ``p`` holds
-  records ``starts[p]..starts[p+1]-1``, whose bytes in column ``j`` start at the absolute
-  address ``bases[j][p]``, one record every ``itemsize`` bytes; ``regions`` are the
-  ``(address, size)`` of every buffer those records lie in.
+them through the two private hooks of :class:`~epochal._gather.Addressable`: each
+column's record layout, and the source's records as pieces of memory.
 
 :class:`JoinedColumns` turns the pieces of every source into one table and reads each
 column of a whole batch in one pass, in batch order, over a view spanning all of them:
@@ -34,12 +27,12 @@ mapped. Indices are bounds-checked by the caller before they reach a view.
 
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from epochal._gather import AddressSpace, RecordLayout
+from epochal._gather import Addressable, AddressSpace, RecordLayout
+from epochal._per_process import PerProcess
 
 __all__ = ["JoinedColumns"]
 
@@ -70,26 +63,24 @@ class JoinedColumns:
         self._layout = layout
         sizes = [len(s) for s in sources]
         self._offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self._pid = -1
-        self._starts = np.zeros(1, dtype=np.int64)
-        self._columns: list[_Column] = []
+        # the views span other memory of this process: built per process, never pickled
+        self._views: PerProcess[tuple[np.ndarray, list[_Column]]] = PerProcess(self._build)
 
     @staticmethod
     def layout_of(sources: tuple[Any, ...]) -> tuple[RecordLayout, ...] | None:
         """The sources' common record layout, or None when they have none in common."""
-        if len(sources) < 2 or not all(
-            callable(getattr(s, "_address_table", None)) for s in sources
-        ):
+        if len(sources) < 2 or not all(isinstance(s, Addressable) for s in sources):
             return None
         layouts = [s._record_layout() for s in sources]
         first = layouts[0]
         return first if first is not None and all(lay == first for lay in layouts) else None
 
-    def __getstate__(self) -> dict[str, Any]:
-        # the views span other memory of this process: never pickle them
-        return {**self.__dict__, "_pid": -1, "_columns": []}
+    @property
+    def _columns(self) -> list[_Column]:
+        """This process's column views, how each column is gathered (built on first use)."""
+        return self._views.get()[1]
 
-    def _build(self) -> None:
+    def _build(self) -> tuple[np.ndarray, list[_Column]]:
         starts: list[np.ndarray] = []
         bases: list[list[np.ndarray]] = [[] for _ in self._layout]
         regions: list[tuple[int, int]] = []
@@ -100,8 +91,8 @@ class JoinedColumns:
                 per_column.append(base)
             regions.extend(mapped)
         space = AddressSpace(regions)
-        self._starts = np.concatenate(starts)
-        self._columns = []
+        first = np.concatenate(starts)
+        columns = []
         for layout, per_column in zip(self._layout, bases, strict=True):
             base = np.concatenate(per_column)
             row = layout.itemsize
@@ -114,30 +105,29 @@ class JoinedColumns:
                     offset=lo - space.lo,
                 )
                 view.flags.writeable = False
-                shifts, scale = (base - lo) // row - self._starts, 1
+                shifts, scale = (base - lo) // row - first, 1
             else:
                 view = space.items(row)
-                shifts, scale = base - space.lo - self._starts * row, row
+                shifts, scale = base - space.lo - first * row, row
             shift = int(shifts[0]) if (shifts == shifts[0]).all() else None
-            self._columns.append(
+            columns.append(
                 _Column(layout.name, view, shifts, shift, scale, layout.dtype, layout.shape)
             )
-        self._pid = os.getpid()
+        return first, columns
 
     def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Column arrays of the concatenation's records ``indices`` (int64, in range)."""
-        if self._pid != os.getpid():
-            self._build()
+        starts, columns = self._views.get()
         which: np.ndarray | None = None
         out = {}
-        for column in self._columns:
+        for column in columns:
             if column.shift == 0 and column.scale == 1:  # slices of one array, in order
                 positions = indices
             elif column.shift is not None:  # pieces laid out in order: no lookup needed
                 positions = indices * column.scale + column.shift
             else:
                 if which is None:
-                    which = _which(self._starts, indices)
+                    which = _which(starts, indices)
                 positions = indices * column.scale + column.shifts[which]
             if column.scale == 1:
                 out[column.name] = np.take(column.view, positions, axis=0)

@@ -17,13 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from epochal._apportion import largest_remainder
 from epochal._errors import Error
+from epochal._indices import check_indices
 from epochal._keys import check_seed, split_seed
 from epochal.order import ShuffledOrder
 from epochal.sources._joined import JoinedColumns
 from epochal.sources._protocol import fingerprint_of, get_many, is_batched
 
 __all__ = ["ConcatSource", "SubsetSource", "concat", "split", "subset"]
+
+_OUT_OF_RANGE = "record index {bad} is out of range for a concat of {n} records"
 
 
 def _check_source(source: Any, what: str) -> int:
@@ -157,17 +161,6 @@ def split(source: Any, fractions: Sequence[float], *, seed: int = 0) -> tuple[Su
     )
 
 
-def largest_remainder(fractions: Sequence[float], total: int) -> list[int]:
-    """Integers proportional to ``fractions`` that sum to ``total`` (Hamilton's method)."""
-    scale = sum(fractions)
-    quotas = [f / scale * total for f in fractions]
-    sizes = [math.floor(q) for q in quotas]
-    by_remainder = sorted(range(len(quotas)), key=lambda i: (sizes[i] - quotas[i], i))
-    for i in by_remainder[: total - sum(sizes)]:
-        sizes[i] += 1
-    return sizes
-
-
 class ConcatSource:
     """Several sources end to end: records ``0..n_0-1`` are the first source's, and so on.
 
@@ -222,21 +215,12 @@ class ConcatSource:
         return which, indices - self.offsets[which]
 
     def _checked(self, indices: np.ndarray) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        # one pass for both ends: negative indices wrap around to huge unsigned values
-        if indices.size and int(indices.view(np.uint64).max()) >= len(self):
-            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
-            raise IndexError(
-                f"record index {bad} is out of range for a concat of {len(self)} records"
-            )
-        return indices
+        return check_indices(indices, len(self), _OUT_OF_RANGE)
 
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < len(self):
-            raise IndexError(
-                f"record index {index} is out of range for a concat of {len(self)} records"
-            )
+            raise IndexError(_OUT_OF_RANGE.format(bad=index, n=len(self)))
         if self._flat is not None:
             return self._flat[index]
         which = int(np.searchsorted(self.offsets, index, side="right")) - 1

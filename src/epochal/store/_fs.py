@@ -10,6 +10,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from epochal._per_process import PerProcess
 from epochal.store._errors import StoreError
 
 __all__ = ["Location", "locate"]
@@ -27,18 +28,14 @@ class Location:
         self.url = url
         self.root = root
         self.storage_options = storage_options
-        self._fs = fs
-        self._pid = os.getpid()
+        self._fs = PerProcess(self._connect, fs)
+
+    def _connect(self) -> Any:
+        return fsspec.core.url_to_fs(self.url, **self.storage_options)[0]
 
     @property
     def fs(self) -> Any:
-        if self._pid != os.getpid() or self._fs is None:
-            self._fs = fsspec.core.url_to_fs(self.url, **self.storage_options)[0]
-            self._pid = os.getpid()
-        return self._fs
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fs": None}
+        return self._fs.get()
 
     @property
     def is_local(self) -> bool:
