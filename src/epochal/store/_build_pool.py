@@ -48,20 +48,22 @@ def _encode(part: Part, columns: tuple[Column, ...]) -> Block | _Redo:
         return _Redo()
 
 
-def parallel_blocks(parts: Iterable[Part], workers: int) -> Iterator[Block]:
+def parallel_blocks(
+    parts: Iterable[Part], workers: int, columns: tuple[Column, ...] | None = None
+) -> Iterator[Block]:
     """The parts' records as blocks, in order, parsed by ``workers`` processes.
 
     The first non-empty part is parsed here: its first record fixes the columns, which
     every later part is checked against value by value (as the row writer checks every
-    record against record 0). The pool starts only if there is a second part.
+    record against record 0), unless ``columns`` gives them. The pool starts only if
+    there is a second part.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     it = iter(parts)
-    columns: tuple[Column, ...] | None = None
     done = 0  # records yielded so far
     for part in it:
-        block = from_records(part(), None)
+        block = from_records(part(), columns)  # columns None: the first record fixes them
         if len(block):
             columns = block.columns
             done += len(block)

@@ -43,8 +43,6 @@ class BuildConfig:
     """With --tokenizer: token appended after every document (the document separator)."""
     vocab_size: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
     """With --tokenizer: vocabulary size (uint16 up to 65,536, else uint32); default: the tokenizer's own."""
-    block_tokens: int = 65_536
-    """With --tokenizer: tokens per store record (the stream is stored in blocks of this many)."""
 
 
 def main(argv: list[str]) -> int:
@@ -97,7 +95,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
             f"{cfg.dest} already holds a finished store; pass --overwrite to replace it"
         )
     try:
-        if cfg.tokenizer is not None:  # token stores (issue 17): text -> blocks of tokens
+        if cfg.tokenizer is not None:  # token stores (issue 17): text -> documents' tokens
             from epochal.store._tokenize import token_source
 
             source = token_source(
@@ -106,7 +104,6 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 cfg.text_field,
                 cfg.eos_id,
                 cfg.vocab_size,
-                block_tokens=cfg.block_tokens,
             )
         else:
             source = ingest(cfg.src, cfg.format)
@@ -130,7 +127,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 bar.update(1)
 
         def counted_blocks():
-            blocks = parallel_blocks(source.parts, workers)
+            blocks = parallel_blocks(source.parts, workers, source.columns)
             while True:
                 try:
                     block = next(blocks)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from epochal.store._errors import StoreError
+from epochal.store._format import Column
 
 __all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "Part", "detect", "ingest"]
 
@@ -71,6 +72,7 @@ class Ingest:
     metadata: dict[str, Any] = field(default_factory=dict)
     total: int | None = None
     parts: Iterable[Part] | None = None
+    columns: tuple[Column, ...] | None = None  # the schema when the input fixes it (tokens)
 
 
 def detect(src: str) -> str:
