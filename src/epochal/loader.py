@@ -128,6 +128,8 @@ def collate(records: list[Any]) -> Any:
         first = values[0]
         if isinstance(first, torch.Tensor):
             batch[key] = torch.stack(values)
+        elif isinstance(first, np.ndarray) and any(v.shape != first.shape for v in values):
+            batch[key] = values  # a store's list column: arrays of varying length stay a list
         elif isinstance(first, (np.ndarray, np.generic, int, float)) and not isinstance(
             first, bool
         ):

@@ -105,7 +105,9 @@ class _Pieces:
     documents (one piece per shard, each a zero-copy view of its memory map).
 
     A window inside one piece is a view of it; one that crosses a piece's end (at most
-    one per shard boundary per epoch) is joined from the pieces it touches.
+    one per shard boundary per epoch) is joined from the pieces it touches. The pieces
+    are memory (maps, or a remote store's column read into memory), so the Loader reads
+    windows in the calling process; a pickled copy maps them again.
     """
 
     def __init__(self, source: Any, column: str) -> None:
@@ -113,8 +115,9 @@ class _Pieces:
         self.column = column
         pieces, self.doc_offsets = source._list_pieces(column)
         self.num_tokens = int(self.doc_offsets[-1])
-        self.dtype = np.dtype(source.columns[[c.name for c in source.columns].index(column)].dtype)
+        self.dtype = next(c.numpy_dtype for c in source.columns if c.name == column)
         self._ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+        self._begins = self._ends - [len(p) for p in pieces]
         self._pieces: list[np.ndarray] | None = pieces
 
     def __getstate__(self) -> dict[str, Any]:
@@ -134,7 +137,7 @@ class _Pieces:
         if len(pieces) == 1:
             return np.lib.stride_tricks.sliding_window_view(pieces[0], length)[starts]
         out = np.empty((len(starts), length), dtype=self.dtype)
-        begins = self._ends - [len(p) for p in pieces]
+        begins = self._begins
         inside = first == last
         for k in np.unique(first[inside]).tolist():
             rows = np.flatnonzero(inside & (first == k))
@@ -262,7 +265,7 @@ class TokenSource:
     @property
     def fast_gather(self) -> bool:
         """A stream in memory (or memory-mapped) is sliced in the calling process."""
-        if self._blocks is not None:
+        if isinstance(self._blocks, _Blocks):
             return bool(getattr(self._blocks.source, "fast_gather", False))
         return True
 

@@ -168,3 +168,13 @@ def test_remote_reads_of_list_columns(s3, tmp_path):
     store.verify()
     tokens = epochal.tokens(store, 8, column="t")
     assert tokens.num_tokens == sum(len(d) for d in docs)
+
+
+@pytest.mark.parametrize("transform", [None, lambda record, rng: record])
+def test_a_loader_batch_holds_a_list_of_arrays(tmp_path, transform):
+    docs = [np.arange(i % 4, dtype=np.uint16) + i for i in range(12)]
+    epochal.write(({"t": d, "i": i} for i, d in enumerate(docs)), tmp_path / "s", lists=["t"])
+    loader = epochal.Loader(epochal.open(tmp_path / "s"), 4, shuffle=False, transform=transform)
+    batches = list(loader)
+    assert [b["i"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    _assert_same([t for b in batches for t in b["t"]], docs)

@@ -150,7 +150,10 @@ class ColumnBuilder:
         elif isinstance(value, (list, tuple)) and all(
             type(v) in (int, float) for v in value
         ):  # numbers only: numpy would also take strings or nested lists
-            array = np.asarray(value) if value else np.zeros(0, dtype=dtype)
+            try:
+                array = np.asarray(value) if value else np.zeros(0, dtype=dtype)
+            except OverflowError:  # an int past 64 bits
+                self._mismatch(value, record)
         else:
             self._mismatch(value, record)
         if array.ndim != 1 or array.dtype.kind not in self._accepts:

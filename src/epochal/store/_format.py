@@ -468,7 +468,13 @@ def _list_column(name: str, value: Any) -> Column:
                 f"a list column holds numbers and its first value needs at least one (or pass "
                 f"a 1-D numpy array of the element dtype)"
             )
-        array = np.asarray(value, dtype=np.float64 if float in kinds else np.int64)
+        try:
+            array = np.asarray(value, dtype=np.float64 if float in kinds else np.int64)
+        except OverflowError:
+            raise StoreError(
+                f"column {name!r} holds an int outside int64 in its first list; pass a numpy "
+                f"array of the element dtype"
+            ) from None
     if array.ndim != 1 or array.dtype.kind not in "iuf":
         raise StoreError(
             f"column {name!r} is a list column: expected 1-D int/uint/float values, got "
