@@ -228,8 +228,9 @@ class TokenSource:
             rows = np.asarray(data[0].get("tokens") if isinstance(data[0], dict) else None)
             if rows.ndim != 1:
                 raise Error(
-                    f"a token Source needs a fixed-size 1-D column 'tokens' per record (a "
-                    f"store built by `epochal build --tokenizer`), got {data!r}"
+                    f"a token store needs a list column {column!r} of documents' tokens (as "
+                    f"`epochal build --tokenizer` writes; another name: pass column=) or "
+                    f"fixed-size blocks of tokens in a column 'tokens', got {data!r}"
                 )
             # blocks are full but the last, whose "length" column says how full it is
             last = data[len(data) - 1]

@@ -219,3 +219,15 @@ def test_store_column_windows_in_workers_and_after_resume(tmp_path):
 
 def _keep(record, rng):
     return record
+
+
+def test_a_list_column_of_another_name_is_chosen_with_column(tmp_path):
+    docs = [np.arange(5, dtype=np.uint16) + i for i in range(4)]
+    epochal.write(({"t": d, "n": len(d)} for d in docs), tmp_path / "s", lists=["t"])
+    store = epochal.open(tmp_path / "s")
+    with pytest.raises(epochal.Error, match=r"list column 'tokens'.*pass column="):
+        epochal.tokens(store, 4)
+    src = epochal.tokens(store, 4, column="t")
+    assert src.num_tokens == 20 and src.doc_offsets.tolist() == [0, 5, 10, 15]
+    with pytest.raises(epochal.Error, match="gives the documents"):
+        epochal.tokens(store, 4, column="t", doc_offsets=[0])
