@@ -184,7 +184,7 @@ def test_blocks_hold_the_stream_and_windows_read_across_them(docs, block):
     shard_size=st.sampled_from([40, 200, 1 << 20]),
     epoch=st.integers(0, 3),
 )
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 def test_tokens_over_a_store_column_equal_the_joined_stream_with_doc_offsets(
     tmp_path_factory, lengths, seq_len, shard_size, epoch
 ):
