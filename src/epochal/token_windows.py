@@ -104,10 +104,12 @@ class _Pieces:
     """A token stream held as 1-D pieces laid end to end: a store's list column of
     documents (one piece per shard, each a zero-copy view of its memory map).
 
-    A window inside one piece is a view of it; one that crosses a piece's end (at most
-    one per shard boundary per epoch) is joined from the pieces it touches. The pieces
-    are memory (maps, or a remote store's column read into memory), so the Loader reads
-    windows in the calling process; a pickled copy maps them again.
+    With one piece, a batch is one fancy-index of its window view. With several, every
+    window inside a piece is one fancy-index too, by address over the memory that holds
+    all the pieces (see ``epochal._gather.AddressSpace``); a window that crosses a piece's
+    end (at most one per shard boundary per epoch) is joined from the pieces it touches.
+    The pieces are memory (maps, or a remote store's column read into memory), so the
+    Loader reads windows in the calling process; a pickled copy maps them again.
     """
 
     def __init__(self, source: Any, column: str) -> None:
@@ -116,43 +118,57 @@ class _Pieces:
         pieces, self.doc_offsets = source._list_pieces(column)
         self.num_tokens = int(self.doc_offsets[-1])
         self.dtype = next(c.numpy_dtype for c in source.columns if c.name == column)
-        self._ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
-        self._begins = self._ends - [len(p) for p in pieces]
-        self._pieces: list[np.ndarray] | None = pieces
-        self._views_of: dict[tuple[int, int], np.ndarray] = {}  # (piece, length) -> windows
+        lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+        self._ends = np.cumsum(lengths)
+        self._begins = self._ends - lengths
+        self._memory: tuple[list[np.ndarray], Any, np.ndarray] | None = None
+        self._views_of: dict[int, np.ndarray] = {}  # window length -> windows of one piece
+        self._bind(pieces)
+
+    def _bind(self, pieces: list[np.ndarray]) -> None:
+        """Where the pieces are in this process: an address space over them all."""
+        from epochal._gather import AddressSpace
+
+        space = AddressSpace((p.ctypes.data, p.nbytes) for p in pieces)
+        at = np.array([p.ctypes.data - space.lo for p in pieces], dtype=np.int64)
+        self._memory = (pieces, space, at)  # the pieces keep their maps, hence the space
+        self._views_of = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_pieces"] = None  # remapped in the other process, never copied
-        state["_views_of"] = {}
+        state["_memory"], state["_views_of"] = None, {}  # mapped again, never copied
         return state
 
-    def _views(self) -> list[np.ndarray]:
-        if self._pieces is None:
-            self._pieces = self.source._list_pieces(self.column)[0]
-        return self._pieces
-
     def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
-        pieces = self._views()
+        if self._memory is None:
+            self._bind(self.source._list_pieces(self.column)[0])
+        assert self._memory is not None
+        pieces, space, at = self._memory
+        if len(pieces) == 1:
+            view = self._views_of.get(length)
+            if view is None:  # ~10-100 us to build: once, not per batch
+                view = self._views_of[length] = np.lib.stride_tricks.sliding_window_view(
+                    pieces[0], length
+                )
+            return view[starts]
         first = np.searchsorted(self._ends, starts, side="right")
         last = np.searchsorted(self._ends, starts + length - 1, side="right")
-        if len(pieces) == 1:
-            return np.lib.stride_tricks.sliding_window_view(pieces[0], length)[starts]
+        inside = np.flatnonzero(first == last)
+        k = first[inside]
+        size = self.dtype.itemsize
+        # only windows that lie inside one piece are read by address: every byte they
+        # cover is inside that piece's buffer
+        address = at[k] + (starts[inside] - self._begins[k]) * size
         out = np.empty((len(starts), length), dtype=self.dtype)
-        begins = self._begins
-        inside = first == last
-        for k in np.unique(first[inside]).tolist():
-            rows = np.flatnonzero(inside & (first == k))
-            view = self._views_of.get((k, length))
-            if view is None:  # ~10 us to build: once per piece, not per batch
-                view = np.lib.stride_tricks.sliding_window_view(pieces[k], length)
-                self._views_of[(k, length)] = view
-            out[rows] = view[starts[rows] - begins[k]]
-        for row in np.flatnonzero(~inside).tolist():
-            a, b = int(first[row]), int(last[row])
-            joined = np.concatenate(pieces[a : b + 1])
-            at = int(starts[row] - begins[a])
-            out[row] = joined[at : at + length]
+        out[inside] = space.items(length * size)[address].view(self.dtype).reshape(-1, length)
+        for row in np.flatnonzero(first != last).tolist():
+            piece, need = int(first[row]), length
+            at_piece = int(starts[row] - self._begins[piece])
+            parts: list[np.ndarray] = []
+            while need:  # the window's tail of its first piece, then the next pieces' heads
+                parts.append(pieces[piece][at_piece : at_piece + need])
+                need, piece, at_piece = need - len(parts[-1]), piece + 1, 0
+            out[row] = np.concatenate(parts)
         return out
 
     def sample(self, positions: np.ndarray) -> np.ndarray:
