@@ -17,7 +17,7 @@ windows in batches of 32):
   calling process even with workers; see ``Loader.uses_workers``);
 - ``epochal.tokens over a store's list column``: the same tokens cut into documents of
   1 to 2,000 tokens, written as one record per document (``epochal.write(...,
-  lists=["tokens"])``, 64 MiB shards), read as one stream from the shards' memory maps:
+  lists=["tokens"])``, 8 MiB shards), read as one stream from the shards' memory maps:
   the same windows as the memmap's (checked);
 - ``nanoGPT get_batch``: nanoGPT's recipe (a fresh ``np.memmap`` per batch, random offsets
   from ``torch.randint``, ``x`` and ``y`` stacked as int64), sampling with replacement;
@@ -241,7 +241,11 @@ def run(cfg: Config) -> None:
         flat = np.load(path, mmap_mode="r")
         cuts = np.cumsum(rng.integers(1, 2001, cfg.tokens // 1000 + 1))
         docs = np.split(flat, cuts[cuts < cfg.tokens])
-        epochal.write(({"tokens": d} for d in docs), directory / "store", lists=["tokens"])
+        # 8 MiB shards: several pieces even for a small run (windows then read by address
+        # across them, and some cross a shard's end), as in a real store of many shards
+        epochal.write(
+            ({"tokens": d} for d in docs), directory / "store", lists=["tokens"], shard_size=8 << 20
+        )
         store = epochal.open(directory / "store")
         print(
             f"store: {len(store):,} documents in {len(store.manifest.shards)} shards "
