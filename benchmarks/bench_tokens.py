@@ -15,6 +15,10 @@ windows in batches of 32):
   ``sliding_window_view`` of the memmap per batch (what epochal does inside);
 - ``epochal.tokens + Loader``, ``num_workers`` 0 and 2 (a memory gather is read in the
   calling process even with workers; see ``Loader.uses_workers``);
+- ``epochal.tokens over a store's list column``: the same tokens cut into documents of
+  1 to 2,000 tokens, written as one record per document (``epochal.write(...,
+  lists=["tokens"])``, 8 MiB shards), read as one stream from the shards' memory maps:
+  the same windows as the memmap's (checked);
 - ``nanoGPT get_batch``: nanoGPT's recipe (a fresh ``np.memmap`` per batch, random offsets
   from ``torch.randint``, ``x`` and ``y`` stacked as int64), sampling with replacement;
 - ``LitData TokensLoader`` (with ``--litdata-python``, the interpreter of a venv where
@@ -234,15 +238,32 @@ def run(cfg: Config) -> None:
             f"({cfg.batches} batches for nanoGPT), {cfg.repeats} interleaved rounds (shared 2-core machine: "
             f"compare the ratios)"
         )
+        flat = np.load(path, mmap_mode="r")
+        cuts = np.cumsum(rng.integers(1, 2001, cfg.tokens // 1000 + 1))
+        docs = np.split(flat, cuts[cuts < cfg.tokens])
+        # 8 MiB shards: several pieces even for a small run (windows then read by address
+        # across them, and some cross a shard's end), as in a real store of many shards
+        epochal.write(
+            ({"tokens": d} for d in docs), directory / "store", lists=["tokens"], shard_size=8 << 20
+        )
+        store = epochal.open(directory / "store")
+        print(
+            f"store: {len(store):,} documents in {len(store.manifest.shards)} shards "
+            f"(list column {store.columns[0].describe()})"
+        )
         for seq_len in cfg.seq_lens:
             src = epochal.tokens(str(path), seq_len)
             runs = {}
             runs["raw memmap slicing"] = None
-            loaders = {}
+            loaders: dict[object, epochal.Loader] = {}
             for workers in (0, 2):
                 runs[f"epochal.tokens Loader, workers {workers}"], loaders[workers] = _epochal_run(
                     src, workers
                 )
+            from_store = epochal.tokens(store, seq_len)
+            assert len(from_store) == len(src)
+            name = "epochal.tokens over a store's list column, workers 0"
+            runs[name], loaders["store"] = _epochal_run(from_store, 0)
             order = epochal.make_order(len(src), seed=0, epoch=0)
             windows = order.index(np.arange(len(src)))
             starts = np.array_split(
@@ -254,11 +275,10 @@ def run(cfg: Config) -> None:
                 path, cfg.tokens, seq_len, cfg.batches
             )
             # the raw run reads exactly epochal's windows: check it before timing them
-            first = next(iter(loaders[0].steps(1)))["tokens"].numpy()
-            assert np.array_equal(
-                first,
-                np.stack([np.load(path, mmap_mode="r")[s : s + seq_len + 1] for s in starts[0]]),
-            )
+            expected = np.stack([flat[s : s + seq_len + 1] for s in starts[0]])
+            for key in (0, "store"):
+                first = next(iter(loaders[key].steps(1)))["tokens"].numpy()
+                assert np.array_equal(first, expected), key
             rates = _interleaved(runs, cfg.repeats)
             base = rates["raw memmap slicing"]
             gather = rates["raw vectorised gather (one fancy-index)"]

@@ -70,6 +70,9 @@ def _nothing(tmp: Path) -> None:
     return None
 
 
+_TOKEN_TEXTS = '{"text": "a"}\n{"text": "b x"}\n'
+_TOKEN_BUILD = ["build", "{tmp}/c.jsonl", "{tmp}/s", "--vocab-size", "300", "--tokenizer"]
+
 # (id, setup(tmp), argv with {tmp} filled in, exit code, words the one line must contain)
 CASES = [
     ("demo-zero-images", _nothing, ["demo", "--num-train", "0"], 2, "--num-train must be >= 1"),
@@ -168,6 +171,22 @@ CASES = [
     ),
     ("bench-too-few-records", _nothing, ["bench", "--records", "10"], 2, "records >= batch_size"),
     ("lint-unknown-rule", _nothing, ["lint", "--select", "EPL999", "{tmp}"], 2, "EPL999"),
+    # a tokenizer that cannot load is a bad input, not a bad argument: exit 1 (issue 17;
+    # one that fails on a document: tests/store/test_store_tokens.py)
+    *(
+        (
+            f"build-tokenizer-{name}",
+            _write("c.jsonl", _TOKEN_TEXTS),
+            [*_TOKEN_BUILD, spec],
+            1,
+            words,
+        )
+        for name, spec, words in [
+            ("no-module", "no_such_module_x:encode", "cannot import 'no_such_module_x'"),
+            ("import-fails", "_broken_tokenizer:encode", "RuntimeError: this module needs"),
+            ("no-function", "_byte_tokenizer:nope", "has no attribute 'nope'"),
+        ]
+    ),
 ]
 
 

@@ -153,10 +153,22 @@ def test_pad_refuses_what_it_cannot_pad():
         epochal.from_dataset([1, 2, 3], pad=0)
 
 
-def test_a_transform_that_returns_ragged_arrays_gets_a_clear_collate_error():
-    loader = Loader(epochal.from_dataset(_hf(9)), 3, transform=lambda r, rng: {"t": r["tokens"]})
+def test_ragged_arrays_from_a_transform_are_a_list_when_1_d_and_a_clear_error_otherwise():
+    ds = _hf(9)
+    # in order, every batch of 3 holds lengths 1, 2 and 3: one tensor per record
+    loader = Loader(
+        epochal.from_dataset(ds), 3, shuffle=False, transform=lambda r, rng: {"t": r["tokens"]}
+    )
+    batches = list(loader)
+    assert all(isinstance(b["t"], list) and isinstance(b["t"][0], torch.Tensor) for b in batches)
+    assert sorted(len(t) for b in batches for t in b["t"]) == sorted(len(t) for t in ds["tokens"])
+    square = Loader(
+        epochal.from_dataset(ds),
+        3,
+        transform=lambda r, rng: {"t": np.ones((len(r["tokens"]), 2))},
+    )
     with pytest.raises(epochal.Error, match=r"column 't' has arrays of \d shapes.*pad_sequence"):
-        list(loader)
+        list(square)
 
 
 def test_write_keeps_image_features_encoded_and_decode_image_reads_them(tmp_path):

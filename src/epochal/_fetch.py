@@ -82,8 +82,11 @@ def collate(records: list[Any]) -> Any:
     for key in records[0]:
         values = [record[key] for record in records]
         first = values[0]
-        if isinstance(first, (torch.Tensor, np.ndarray)):
-            _check_one_shape(key, values)
+        if isinstance(first, (torch.Tensor, np.ndarray)) and not _one_shape(values):
+            # 1-D arrays of varying length (a store's list column, token ids): a list of
+            # tensors, as the columnar path and torch's pad_sequence have them
+            batch[key] = _to_tensor(_variable_lengths(key, values))
+            continue
         if isinstance(first, torch.Tensor):
             batch[key] = torch.stack(values)
         elif isinstance(first, (np.ndarray, np.generic, int, float)) and not isinstance(
@@ -96,16 +99,23 @@ def collate(records: list[Any]) -> Any:
     return batch
 
 
-def _check_one_shape(key: str, values: list[Any]) -> None:
-    """Arrays of one column must share a shape to be stacked into one batch tensor."""
+def _one_shape(values: list[Any]) -> bool:
+    shape = values[0].shape
+    return all(getattr(v, "shape", None) == shape for v in values)
+
+
+def _variable_lengths(key: str, values: list[Any]) -> list[Any]:
+    """A column's 1-D numeric arrays of varying length, as they are; any other mix of
+    shapes cannot become one batch tensor and is an error that says what to do."""
+    if all(isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim == 1 for v in values):
+        return [v.numpy() if isinstance(v, torch.Tensor) else v for v in values]
     shapes = {tuple(v.shape) for v in values if isinstance(v, (torch.Tensor, np.ndarray))}
-    if len(shapes) > 1:
-        raise Error(
-            f"column {key!r} has arrays of {len(shapes)} shapes in one batch (e.g. "
-            f"{sorted(shapes)[:3]}), which collate cannot stack; give them one shape in "
-            f"the transform (pad or crop), or pass a collate_fn (e.g. one that calls "
-            f"torch.nn.utils.rnn.pad_sequence)"
-        )
+    raise Error(
+        f"column {key!r} has arrays of {len(shapes)} shapes in one batch (e.g. "
+        f"{sorted(shapes)[:3]}), which collate cannot stack; give them one shape in "
+        f"the transform (pad or crop), or pass a collate_fn (e.g. one that calls "
+        f"torch.nn.utils.rnn.pad_sequence)"
+    )
 
 
 def identity(batch: Any) -> Any:

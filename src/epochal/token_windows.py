@@ -1,8 +1,8 @@
 """Token streams for language-model pretraining: packed windows whose boundaries move.
 
 ``epochal.tokens(stream, seq_len)`` is a Source over a 1-D token stream of ``N`` tokens
-(an array, a memmap, a ``.npy``/raw file, or a store built by ``epochal build
---tokenizer``). Record ``i`` of epoch ``e`` is ``{"tokens": stream[s : s + seq_len + 1]}``
+(an array, a memmap, a ``.npy``/raw file, or a store with a column of documents'
+tokens, as ``epochal build --tokenizer`` writes). Record ``i`` of epoch ``e`` is ``{"tokens": stream[s : s + seq_len + 1]}``
 with ``s = offset(seed, e) + i * seq_len``: inputs are ``tokens[:-1]``, targets
 ``tokens[1:]``, and consecutive windows share their boundary token, so each token of the
 covered span is a target exactly once per epoch.
@@ -31,8 +31,11 @@ seed 0.
 Documents: with ``eos_id``, every EOS token ends a document; with ``doc_offsets`` (the
 start of every document in the stream, as in Arrow's list offsets: documents given as a
 column of token arrays, no separator token) the last token of each document does, exactly
-as an EOS would. A list of 1-D token arrays is joined into one stream with those offsets
-(in memory; for large data pass a flat memmap and its offsets). ``boundaries=True`` adds
+as an EOS would. A store's list column of documents is that too, without a copy: the
+documents in record order are the stream, read where they lie in the shards' memory maps
+(only the O(documents) offsets are built). A list of 1-D token arrays is joined into one
+stream with those offsets (in memory; for large data use a store, or a flat memmap and
+its offsets). ``boundaries=True`` adds
 ``"position_ids"`` (``(seq_len,)`` per record: position within its document of each input
 token, restarting at 0 after every EOS and at the window start) and, in batches read
 without a transform, ``"cu_seqlens"`` (int32 offsets of the documents' pieces in the
@@ -97,6 +100,90 @@ class _Blocks:
         return np.concatenate([self.windows(np.array([p]), 1)[0] for p in positions.tolist()])
 
 
+class _Pieces:
+    """A token stream held as 1-D pieces laid end to end: a store's list column of
+    documents (one piece per shard, each a zero-copy view of its memory map).
+
+    With one piece, a batch is one fancy-index of its window view. With several, every
+    window inside a piece is one fancy-index too, of a window view over the memory that
+    holds all the pieces (see ``epochal._gather.AddressSpace``); a window that crosses a piece's
+    end (at most one per shard boundary per epoch) is joined from the pieces it touches.
+    The pieces are memory (maps, or a remote store's column read into memory), so the
+    Loader reads windows in the calling process; a pickled copy maps them again.
+    """
+
+    def __init__(self, source: Any, column: str) -> None:
+        self.source = source
+        self.column = column
+        pieces, self.doc_offsets = source._list_pieces(column)
+        self.num_tokens = int(self.doc_offsets[-1])
+        self.dtype = next(c.numpy_dtype for c in source.columns if c.name == column)
+        lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+        self._ends = np.cumsum(lengths)
+        self._begins = self._ends - lengths
+        self._memory: tuple[list[np.ndarray], np.ndarray, np.ndarray] | None = None
+        self._views_of: dict[int, np.ndarray] = {}  # window length -> windows of one piece
+        self._bind(pieces)
+
+    def _bind(self, pieces: list[np.ndarray]) -> None:
+        """Where the pieces are in this process: one array over the memory of them all."""
+        from epochal._gather import AddressSpace
+
+        size = self.dtype.itemsize
+        space = AddressSpace((p.ctypes.data, p.nbytes) for p in pieces)
+        at = np.array([p.ctypes.data - space.lo for p in pieces], dtype=np.int64)
+        # Arrow aligns buffers to 8 bytes: every piece starts on a whole token of the space
+        assert not np.any(at[[p.size > 0 for p in pieces]] % size), at
+        # the space as tokens: windows of it are read like a flat stream's (one strided
+        # fancy-index; a stride-1 gather of opaque items was ~1.5x slower)
+        flat = np.ndarray(((space.hi - space.lo) // size,), dtype=self.dtype, buffer=space.memory)
+        flat.flags.writeable = False
+        self._memory = (pieces, flat, at // size)  # the pieces keep their maps mapped
+        self._views_of = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_memory"], state["_views_of"] = None, {}  # mapped again, never copied
+        return state
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        if self._memory is None:
+            self._bind(self.source._list_pieces(self.column)[0])
+        assert self._memory is not None
+        pieces, flat, at = self._memory
+        view = self._views_of.get(length)
+        if view is None:  # ~10-100 us to build: once, not per batch
+            view = np.lib.stride_tricks.sliding_window_view(
+                pieces[0] if len(pieces) == 1 else flat, length
+            )
+            self._views_of[length] = view
+        if len(pieces) == 1:
+            return view[starts]
+        first = np.searchsorted(self._ends, starts, side="right")
+        last = np.searchsorted(self._ends, starts + length - 1, side="right")
+        crossing = first != last
+        # only windows that lie inside one piece are read through the space: every token
+        # they cover is inside that piece's buffer
+        if not crossing.any():  # nearly every batch
+            return view[at[first] + starts - self._begins[first]]
+        inside = np.flatnonzero(~crossing)
+        k = first[inside]
+        out = np.empty((len(starts), length), dtype=self.dtype)
+        out[inside] = view[at[k] + starts[inside] - self._begins[k]]
+        for row in np.flatnonzero(crossing).tolist():
+            piece, need = int(first[row]), length
+            at_piece = int(starts[row] - self._begins[piece])
+            parts: list[np.ndarray] = []
+            while need:  # the window's tail of its first piece, then the next pieces' heads
+                parts.append(pieces[piece][at_piece : at_piece + need])
+                need, piece, at_piece = need - len(parts[-1]), piece + 1, 0
+            out[row] = np.concatenate(parts)
+        return out
+
+    def sample(self, positions: np.ndarray) -> np.ndarray:
+        return self.windows(positions, 1)[:, 0]
+
+
 class TokenSource:
     """Windows of ``seq_len + 1`` tokens of a token stream, at a per-epoch offset.
 
@@ -125,6 +212,7 @@ class TokenSource:
         boundaries: bool = False,
         straddle: str = "keep",
         dtype: Any = None,
+        column: str = "tokens",
     ) -> None:
         if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1:
             raise Error(f"seq_len must be a positive integer, got {seq_len!r}")
@@ -134,7 +222,7 @@ class TokenSource:
         self._path: str | None = None
         self._dtype = dtype
         self._array: np.ndarray | None = None
-        self._blocks: _Blocks | None = None
+        self._blocks: _Blocks | _Pieces | None = None
         self._view: np.ndarray | None = None
         meta: dict[str, Any] = {}
         if isinstance(data, (list, tuple)) and data and all(np.ndim(d) == 1 for d in data):
@@ -153,13 +241,26 @@ class TokenSource:
             n = len(array) if array.ndim == 1 else -1
             if array.ndim != 1:
                 raise Error(f"a token stream must be 1-D, got an array of shape {array.shape}")
+        elif hasattr(data, "_list_pieces") and any(
+            c.name == column and c.kind == "list" for c in data.columns
+        ):  # a store's column of documents' tokens
+            if doc_offsets is not None:
+                raise Error(f"a store's list column {column!r} gives the documents: no doc_offsets")
+            meta = dict(getattr(data, "metadata", {}) or {}).get(TOKENS_METADATA, {})
+            self._blocks = _Pieces(data, column)
+            n = self._blocks.num_tokens
+            if n:
+                lengths = np.diff(self._blocks.doc_offsets)
+                doc_offsets = self._blocks.doc_offsets[:-1][lengths > 0]  # empty ones: none
+            eos_id = meta.get("eos_id") if eos_id is None else eos_id
         else:
             meta = dict(getattr(data, "metadata", {}) or {}).get(TOKENS_METADATA, {})
             rows = np.asarray(data[0].get("tokens") if isinstance(data[0], dict) else None)
             if rows.ndim != 1:
                 raise Error(
-                    f"a token Source needs a fixed-size 1-D column 'tokens' per record (a "
-                    f"store built by `epochal build --tokenizer`), got {data!r}"
+                    f"a token store needs a list column {column!r} of documents' tokens (as "
+                    f"`epochal build --tokenizer` writes; another name: pass column=) or "
+                    f"fixed-size blocks of tokens in a column 'tokens', got {data!r}"
                 )
             # blocks are full but the last, whose "length" column says how full it is
             last = data[len(data) - 1]
@@ -195,7 +296,7 @@ class TokenSource:
     @property
     def fast_gather(self) -> bool:
         """A stream in memory (or memory-mapped) is sliced in the calling process."""
-        if self._blocks is not None:
+        if isinstance(self._blocks, _Blocks):
             return bool(getattr(self._blocks.source, "fast_gather", False))
         return True
 
@@ -404,6 +505,7 @@ def tokens(
     boundaries: bool = False,
     straddle: str = "keep",
     dtype: Any = None,
+    column: str = "tokens",
 ) -> TokenSource:
     """Language-model windows over a token stream: ``epochal.tokens(stream, 1024)``.
 
@@ -414,9 +516,12 @@ def tokens(
 
     Args:
         data: a 1-D integer array or memmap; a path to a ``.npy`` file or a raw token
-            file (with ``dtype``); or a store built by ``epochal build --tokenizer``
-            (``epochal.open(path)``: blocks of tokens, EOS id from its metadata); or a
-            list of 1-D token arrays, one per document (joined in memory, with
+            file (with ``dtype``); or a store (``epochal.open(path)``) with a list
+            column ``column`` of each document's tokens, as ``epochal build
+            --tokenizer`` writes (documents in record order, read in place from the
+            shards' memory maps, ``doc_offsets`` from the column's offsets, EOS id from
+            the metadata), or with fixed-size blocks of tokens (older token stores); or
+            a list of 1-D token arrays, one per document (joined in memory, with
             ``doc_offsets`` set from their lengths).
         seq_len: the context length; windows hold ``seq_len + 1`` tokens.
         eos_id: the token that ends each document (needed by ``boundaries`` and
@@ -427,6 +532,7 @@ def tokens(
         straddle: ``"keep"`` packs across document ends; ``"drop"`` adds a ``"loss_mask"``
             that masks a window's targets after its first document end.
         dtype: the token dtype of a raw file.
+        column: a store's list column of documents' tokens.
 
     Returns:
         A :class:`TokenSource`.
@@ -444,4 +550,5 @@ def tokens(
         boundaries=boundaries,
         straddle=straddle,
         dtype=dtype,
+        column=column,
     )

@@ -95,14 +95,15 @@ def _spans(batch: pa.RecordBatch, columns: tuple[Column, ...], base: int) -> lis
     out: list[dict[str, Any]] = []
     for i, column in enumerate(columns):
         buffers = batch.column(i).buffers()
-        if column.kind in ("bytes", "str"):
+        if column.kind in ("bytes", "str", "list"):
             offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1)
-            data = buffers[2]
+            data = buffers[-1]  # a list's offsets count elements of its values' buffer
             data_pos = data.address - base if data is not None and data.size else 0
+            scale = column.itemsize if column.kind == "list" else 1
             out.append(
                 {
                     "offsets": [buffers[1].address - base, (n + 1) * 8],
-                    "data": [data_pos, int(offsets[-1])],
+                    "data": [data_pos, int(offsets[-1]) * scale],
                 }
             )
         elif column.kind == "scalar" and column.numpy_dtype.kind == "b":
@@ -155,10 +156,10 @@ def write_block_index(
 
 @dataclass(frozen=True)
 class _Col:
-    kind: str  # "rows" (fixed size), "var" (bytes/str) or "bits" (bool scalar)
+    kind: str  # "rows" (fixed size), "var" (bytes/str/list) or "bits" (bool scalar)
     pos: int  # file position of the rows / data buffer
     itemsize: int  # rows only
-    offsets: np.ndarray | None = None  # var: (n + 1,) int64
+    offsets: np.ndarray | None = None  # var: (n + 1,) int64, in bytes
     bits: np.ndarray | None = None  # bits: (n,) bool
 
 
@@ -204,6 +205,8 @@ class ShardHead:
             if "offsets" in span:
                 size = span["offsets"][1]
                 offsets = np.frombuffer(head[cursor : cursor + size], dtype=np.int64).copy()
+                if column.kind == "list":  # in bytes, as for bytes/str columns
+                    offsets *= column.itemsize
                 cursor += size
                 cols.append(_Col("var", span["data"][0], 0, offsets=offsets))
             elif "bits" in span:
@@ -291,7 +294,7 @@ def parse_index(
         if not isinstance(spans, list) or len(spans) != len(columns):
             raise ValueError(f"{len(spans)} column entries for {len(columns)} columns")
         for span, column in zip(spans, columns, strict=True):
-            var = column.kind in ("bytes", "str")
+            var = column.kind in ("bytes", "str", "list")
             bits = column.kind == "scalar" and column.numpy_dtype.kind == "b"
             keys = {"offsets", "data"} if var else {"bits"} if bits else {"rows"}
             if not isinstance(span, dict) or set(span) != keys:

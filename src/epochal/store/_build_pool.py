@@ -32,21 +32,27 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _encode(part: Part) -> Block | None:
-    """A part's records as a block with the columns its own first record implies.
+def _encode(part: Part, columns: tuple[Column, ...] | None) -> Block | None:
+    """A part's records as a block with the given columns, or those its own first record
+    implies.
 
     None for any failure: the parent then reads the part again itself, so that the error
     is exactly the one a one-process build raises (the first bad line or record of the
     part, numbered from the start of the input, which only the parent knows).
     """
     try:
-        return from_records(part(), None)
+        return from_records(part(), columns)
     except Exception:  # re-raised, numbered, by the parent's second reading
         return None
 
 
-def parallel_blocks(parts: Iterable[Part], workers: int) -> Iterator[Block]:
+def parallel_blocks(
+    parts: Iterable[Part], workers: int, columns: tuple[Column, ...] | None = None
+) -> Iterator[Block]:
     """The parts' records as blocks, in order, parsed by ``workers`` processes.
+
+    ``columns`` fixes the schema when the input does (token stores); otherwise the first
+    non-empty block fixes it.
 
     The parent sends parts (paths, byte ranges, row-group numbers; only CSV parts carry
     data, the Arrow batches it parsed) and receives ready Arrow blocks, which it writes; every part is parsed in a worker, the first one too,
@@ -58,7 +64,7 @@ def parallel_blocks(parts: Iterable[Part], workers: int) -> Iterator[Block]:
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    columns: tuple[Column, ...] | None = None
+    given = columns
     done = 0  # records yielded so far
     if workers == 1:
         for part in parts:
@@ -86,7 +92,7 @@ def parallel_blocks(parts: Iterable[Part], workers: int) -> Iterator[Block]:
 
         try:
             for part in parts:
-                window.append((part, pool.submit(_encode, part)))
+                window.append((part, pool.submit(_encode, part, given)))
                 if len(window) >= 4 * workers:
                     yield ready()
             while window:

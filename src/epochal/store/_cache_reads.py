@@ -41,7 +41,7 @@ class CachedReads(Prefetch):
         fixed: list[np.ndarray | None] = []
         var: list[list[Any] | None] = []
         for column in columns:
-            if column.kind in ("bytes", "str"):
+            if column.kind in ("bytes", "str", "list"):
                 fixed.append(None)
                 var.append([None] * n)
             elif column.kind == "scalar" and column.numpy_dtype.kind == "b":
@@ -160,9 +160,13 @@ class CachedReads(Prefetch):
                 assert values is not None
                 memory = memoryview(blob)
                 text = column.kind == "str"
+                array = column.numpy_dtype if column.kind == "list" else None
                 for p, a, length in zip(where.tolist(), at.tolist(), lengths, strict=True):
                     piece = memory[a : a + length]
-                    values[p] = str(piece, "utf-8") if text else bytes(piece)
+                    if array is not None:
+                        values[p] = np.frombuffer(piece, dtype=array).copy()
+                    else:
+                        values[p] = str(piece, "utf-8") if text else bytes(piece)
 
 
 def _read_spans(fd: int, starts: list[int], lengths: list[int]) -> tuple[bytes, np.ndarray]:

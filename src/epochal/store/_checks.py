@@ -104,11 +104,13 @@ def _expected_sizes(column: Column, array: pa.Array) -> list[int | None]:
     """Byte sizes of an array's buffers (``array.buffers()`` order) as this writer writes
     them; None for validity buffers (no nulls: Arrow does not keep them)."""
     n = len(array)
-    if column.kind in ("bytes", "str"):
+    if column.kind in ("bytes", "str", "list"):
         offsets = array.buffers()[1]
         end = 0
         if offsets is not None and offsets.size >= (n + 1) * 8:
             end = int(np.frombuffer(offsets, dtype=np.int64, count=n + 1)[-1])
+        if column.kind == "list":  # offsets count elements; the values have no validity
+            return [None, (n + 1) * 8, None, end * column.itemsize]
         return [None, (n + 1) * 8, end]
     if column.kind == "scalar" and column.numpy_dtype.kind == "b":
         return [None, (n + 7) // 8]

@@ -47,8 +47,6 @@ class BuildConfig:
     """With --tokenizer: token appended after every document (the document separator)."""
     vocab_size: Annotated[int | None, tyro.conf.arg(metavar="INT")] = None
     """With --tokenizer: vocabulary size (uint16 up to 65,536, else uint32); default: the tokenizer's own."""
-    block_tokens: int = 65_536
-    """With --tokenizer: tokens per store record (the stream is stored in blocks of this many)."""
 
 
 def main(argv: list[str]) -> int:
@@ -101,7 +99,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
             f"{cfg.dest} already holds a finished store; pass --overwrite to replace it"
         )
     try:
-        if cfg.tokenizer is not None:  # token stores (issue 17): text -> blocks of tokens
+        if cfg.tokenizer is not None:  # token stores (issue 17): text -> documents' tokens
             if cfg.resize is not None or cfg.jpeg_quality is not None:
                 raise UsageError("--resize and --jpeg-quality do not apply with --tokenizer")
             from epochal.store._tokenize import token_source
@@ -112,7 +110,6 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 cfg.text_field,
                 cfg.eos_id,
                 cfg.vocab_size,
-                block_tokens=cfg.block_tokens,
             )
         else:
             source = ingest(cfg.src, cfg.format, resize=cfg.resize, jpeg_quality=cfg.jpeg_quality)
@@ -136,7 +133,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 bar.update(1)
 
         def counted_blocks():
-            blocks = parallel_blocks(source.parts, workers)
+            blocks = parallel_blocks(source.parts, workers, source.columns)
             while True:
                 try:
                     block = next(blocks)

@@ -12,12 +12,13 @@ Storage per kind:
     array int/uint/float   -> Arrow FixedSizeList<primitive>[prod(shape)]
     array/scalar otherwise -> Arrow FixedSizeBinary[itemsize] (bool arrays, complex)
     bytes / str            -> Arrow large_binary / large_string
+    list int/uint/float    -> Arrow large_list<primitive> (a variable-length 1-D array)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +44,8 @@ def arrow_type(column: Column) -> pa.DataType:
     if column.kind == "str":
         return pa.large_string()
     dtype = column.numpy_dtype
+    if column.kind == "list":
+        return pa.large_list(pa.from_numpy_dtype(dtype))
     if column.kind == "scalar":
         if dtype.kind == "b":
             return pa.bool_()
@@ -87,7 +90,8 @@ class ColumnBuilder:
         self.column = column
         self.nbytes = 0
         self._values: list[Any] = []
-        self._raw = bytearray()  # array columns: the records' bytes, back to back
+        self._raw = bytearray()  # array and list columns: the records' bytes, back to back
+        self._lengths: list[int] = []  # list columns: elements per record
         self._n = 0
         # per-value checks run for every record: look everything up once
         self._kind = column.kind
@@ -112,6 +116,11 @@ class ColumnBuilder:
                 value = value.astype(self._dtype)
             self._raw += value.data.cast("B") if value.flags.c_contiguous else value.tobytes()
             size = self._itemsize
+        elif kind == "list":
+            value = self._list_value(value, record)
+            self._raw += value.data.cast("B") if value.size else b""
+            self._lengths.append(value.size)
+            size = value.size * self._itemsize + 8
         elif kind == "scalar":
             value_kind = _value_kind(value)
             if value_kind is None or value_kind not in self._accepts:
@@ -132,7 +141,35 @@ class ColumnBuilder:
         self.nbytes += size
         return size
 
-    def _mismatch(self, value: Any, record: int) -> None:
+    def _list_value(self, value: Any, record: int) -> np.ndarray:
+        """A list column's value as a contiguous 1-D array of its dtype, or StoreError."""
+        dtype = self._dtype
+        assert dtype is not None
+        if isinstance(value, np.ndarray):
+            array = value
+        elif isinstance(value, (list, tuple)) and all(
+            type(v) in (int, float) for v in value
+        ):  # numbers only: numpy would also take strings or nested lists
+            try:
+                array = np.asarray(value) if value else np.zeros(0, dtype=dtype)
+            except OverflowError:  # an int past 64 bits
+                self._mismatch(value, record)
+        else:
+            self._mismatch(value, record)
+        if array.ndim != 1 or array.dtype.kind not in self._accepts:
+            self._mismatch(value, record)
+        if array.dtype == dtype:
+            return np.ascontiguousarray(array)
+        converted = array.astype(dtype)
+        if array.dtype.kind in "iu" and not np.array_equal(converted, array):
+            bad = array[converted != array][0]
+            raise StoreError(
+                f"record {record}: column {self.column.name!r} holds {dtype} elements; "
+                f"{bad} does not fit"
+            )
+        return converted
+
+    def _mismatch(self, value: Any, record: int) -> NoReturn:
         raise StoreError(
             f"record {record}: column {self.column.name!r} expects {self.column.describe()} "
             f"(inferred from the first record), got {_type_name(value)}"
@@ -143,6 +180,12 @@ class ColumnBuilder:
         column, n = self.column, self._n
         if column.kind in ("bytes", "str"):
             array = pa.array(self._values, type=arrow_type(column))
+        elif column.kind == "list":
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(self._lengths, out=offsets[1:])
+            values = pa.array(np.frombuffer(self._raw, dtype=column.numpy_dtype))
+            array = pa.LargeListArray.from_arrays(pa.array(offsets), values)
+            self._lengths = []
         elif column.kind == "scalar":
             try:
                 values = np.asarray(self._values, dtype=column.numpy_dtype)
@@ -184,8 +227,10 @@ class ColumnView:
         rows: scalar/array kinds: ``(n,)`` array with one item per record (an opaque
             ``void`` item of the record's bytes for arrays, so numpy copies each record
             with one memcpy).
-        offsets: bytes/str kinds: ``(n + 1,)`` int64 offsets into ``data``.
-        data: bytes/str kinds: the ``uint8`` data buffer.
+        offsets: bytes/str/list kinds: ``(n + 1,)`` int64 offsets into ``data``, in
+            units of ``scale`` bytes (1; a list column's element size).
+        data: bytes/str/list kinds: the ``uint8`` data buffer.
+        scale: bytes per offset unit.
     """
 
     def __init__(self, column: Column, array: pa.Array, *, shard: str) -> None:
@@ -193,19 +238,29 @@ class ColumnView:
         self.rows: np.ndarray | None = None
         self.offsets: np.ndarray | None = None
         self.data: np.ndarray | None = None
+        self.scale = column.itemsize if column.kind == "list" else 1
         n = len(array)
         if array.null_count or array.offset:
             raise CorruptStoreError(f"shard {shard}: column {column.name!r} has nulls or an offset")
         buffers = array.buffers()
-        if column.kind in ("bytes", "str"):
-            data = buffers[2]
+        if column.kind in ("bytes", "str", "list"):
+            # a list's buffers: validity, offsets (in elements), the values' validity, data
+            data = buffers[-1]
+            if column.kind == "list" and (buffers[2] is not None or array.values.offset):
+                raise CorruptStoreError(
+                    f"shard {shard}: column {column.name!r} has nulls or an offset"
+                )
             if buffers[1] is None or buffers[1].size < (n + 1) * 8:
                 raise CorruptStoreError(
                     f"shard {shard}: column {column.name!r} has a short offsets buffer"
                 )
             offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1)
             size = 0 if data is None else data.size
-            if offsets[0] != 0 or offsets[-1] > size or np.any(offsets[1:] < offsets[:-1]):
+            if (
+                offsets[0] != 0
+                or offsets[-1] > size // self.scale
+                or np.any(offsets[1:] < offsets[:-1])
+            ):
                 raise CorruptStoreError(
                     f"shard {shard}: column {column.name!r} has damaged offsets"
                 )
@@ -236,8 +291,17 @@ class ColumnView:
             value = as_records(self.column, self.rows[i : i + 1])[0]
             return value.copy() if self.column.kind == "array" else value
         assert self.offsets is not None
-        raw = self._memory[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        a, b = int(self.offsets[i]) * self.scale, int(self.offsets[i + 1]) * self.scale
+        raw = self._memory[a:b]
+        if self.column.kind == "list":
+            return np.frombuffer(raw, dtype=self.column.numpy_dtype).copy()
         return str(raw, "utf-8") if self.column.kind == "str" else bytes(raw)
+
+    def flat(self) -> np.ndarray:
+        """A list column's elements of every record, back to back (a view of the map)."""
+        assert self.column.kind == "list" and self.offsets is not None and self.data is not None
+        count = int(self.offsets[-1])
+        return np.frombuffer(self.data, dtype=self.column.numpy_dtype, count=count)
 
 
 def as_records(column: Column, items: np.ndarray) -> np.ndarray:
@@ -254,11 +318,17 @@ def _require_mapping(record: Any, number: int) -> None:
         )
 
 
-def infer_columns(record: Any, number: int) -> tuple[Column, ...]:
-    """The columns the first record fixes, with the row writer's checks and messages."""
+def infer_columns(
+    record: Any, number: int, lists: frozenset[str] = frozenset()
+) -> tuple[Column, ...]:
+    """The columns the first record fixes, with the row writer's checks and messages.
+
+    Columns named in ``lists`` are list columns (variable-length 1-D arrays) even when
+    their first value is a numpy array, which would otherwise fix its shape.
+    """
     _require_mapping(record, number)
     try:
-        columns = tuple(infer_column(str(k), v) for k, v in record.items())
+        columns = tuple(infer_column(str(k), v, as_list=str(k) in lists) for k, v in record.items())
     except StoreError as err:
         raise StoreError(f"record {number}: {err}") from None
     if not columns:

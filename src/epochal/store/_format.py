@@ -19,7 +19,9 @@ manifest must keep, and each shard's own position and column entries in its Arro
 metadata (:data:`SHARD_POSITION_KEY`, :data:`SHARD_COLUMNS_KEY`; the position, not the
 name, so that rebuilding the same records gives the same bytes, checksums and
 fingerprint whatever the build id). Version 1 stores (names
-``part-<partition>-<seq>.arrow``, no shard metadata) still read.
+``part-<partition>-<seq>.arrow``, no shard metadata) still read. Version 3 adds the
+``list`` column kind (variable-length 1-D numeric arrays); a store is written as version 3
+only when it has such a column, so stores without one stay readable by version-2 readers.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "KINDS",
+    "LIST_VERSION",
     "MANIFEST_NAME",
     "PARTITIONS_DIR",
     "SHARDS_DIR",
@@ -53,10 +56,12 @@ __all__ = [
     "infer_column",
     "shard_build",
     "shard_position",
+    "version_for",
 ]
 
 FORMAT = "epochal-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest version this code reads
+LIST_VERSION = 3  # the first version with "list" columns
 SHARD_POSITION_KEY = b"epochal.position"  # a shard's schema metadata: "<partition>-<seq>"
 SHARD_COLUMNS_KEY = b"epochal.columns"  # ... and the manifest's column entries, as JSON
 
@@ -78,7 +83,8 @@ PARTITIONS_DIR = "_partitions"  # per-partition manifests of a build that is not
 #   scalar: one numpy scalar per record (python int -> int64, float -> float64, bool)
 #   array:  fixed-shape numpy array per record (dtype + shape in the manifest)
 #   bytes:  variable-size bytes (large_binary); str: variable-size text (large_string)
-KINDS = ("array", "bytes", "scalar", "str")
+#   list:   variable-length 1-D int/uint/float array per record (large_list; version 3)
+KINDS = ("array", "bytes", "list", "scalar", "str")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +93,7 @@ class Column:
 
     name: str
     kind: str
-    dtype: str | None = None  # numpy dtype string (little-endian), scalar and array only
+    dtype: str | None = None  # numpy dtype string (little-endian), scalar, array and list
     shape: tuple[int, ...] = ()  # per-record shape, array only
 
     @functools.cached_property  # looked up for every batch: computed once per column
@@ -97,14 +103,21 @@ class Column:
 
     @functools.cached_property
     def itemsize(self) -> int:
-        """Bytes per record of a scalar/array column."""
+        """Bytes per record of a scalar/array column (per element of a list column)."""
         return self.numpy_dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def variable(self) -> bool:
+        """Whether records differ in size (bytes, str, list): read through offsets."""
+        return self.kind in ("bytes", "str", "list")
 
     def describe(self) -> str:
         if self.kind == "array":
             return f"array[{self.dtype}, {list(self.shape)}]"
         if self.kind == "scalar":
             return f"scalar[{self.dtype}]"
+        if self.kind == "list":
+            return f"list[{self.dtype}]"
         return self.kind
 
     def to_json(self) -> dict[str, Any]:
@@ -131,8 +144,13 @@ class Column:
                 raise ValueError(f"column {name!r} of kind {kind!r} cannot have a dtype or shape")
             return cls(name=name, kind=kind)
         _check_dtype(name, dtype)
-        if kind == "scalar" and shape != []:
-            raise ValueError(f"scalar column {name!r} cannot have a shape, got {shape!r}")
+        if (kind == "scalar" and shape != []) or (kind == "list" and "shape" in data):
+            raise ValueError(f"{kind} column {name!r} cannot have a shape, got {shape!r}")
+        if kind == "list" and np.dtype(dtype).kind not in "iuf":
+            raise ValueError(
+                f"list column {name!r} has dtype {dtype!r}; list columns hold int, uint or "
+                f"float elements"
+            )
         if kind == "array":
             _check_shape(name, shape, np.dtype(dtype).itemsize)
         return cls(name=name, kind=kind, dtype=dtype, shape=tuple(shape))
@@ -294,7 +312,11 @@ class Manifest:
     columns: tuple[Column, ...]
     shards: tuple[Shard, ...]
     metadata: dict[str, Any] = field(default_factory=dict)  # user data, e.g. class names
-    version: int = FORMAT_VERSION
+    version: int = 0  # 0: the oldest version that holds these columns (see version_for)
+
+    def __post_init__(self) -> None:
+        if self.version == 0:
+            object.__setattr__(self, "version", version_for(self.columns))
 
     @property
     def num_records(self) -> int:
@@ -377,6 +399,9 @@ def _parse_body(data: dict[str, Any], version: int) -> Manifest:
         metadata=metadata,
         version=version,
     )
+    lists = [c.name for c in manifest.columns if c.kind == "list"]
+    if lists and version < LIST_VERSION:
+        raise ValueError(f"list columns {lists} need format version {LIST_VERSION}, not {version}")
     if len({c.name for c in manifest.columns}) != len(manifest.columns):
         raise ValueError("a column name is repeated")
     if len({s.name for s in manifest.shards}) != len(manifest.shards):
@@ -385,6 +410,11 @@ def _parse_body(data: dict[str, Any], version: int) -> Manifest:
         raise ValueError(f"the shards hold {manifest.num_records} records, over {MAX_RECORDS}")
     _check_shard_order(manifest.shards, version)
     return manifest
+
+
+def version_for(columns: tuple[Column, ...]) -> int:
+    """The format version a writer gives a store of ``columns``: the oldest that holds them."""
+    return LIST_VERSION if any(c.kind == "list" for c in columns) else 2
 
 
 def fingerprint_of(columns: tuple[Column, ...], shards: tuple[Shard, ...]) -> str:
@@ -396,8 +426,14 @@ def fingerprint_of(columns: tuple[Column, ...], shards: tuple[Shard, ...]) -> st
     return digest.hexdigest()
 
 
-def infer_column(name: str, value: Any) -> Column:
-    """The column a first value implies; raises StoreError for types a store cannot hold."""
+def infer_column(name: str, value: Any, *, as_list: bool = False) -> Column:
+    """The column a first value implies; raises StoreError for types a store cannot hold.
+
+    A Python list of numbers is a ``list`` column (int64 or float64 elements); so is a 1-D
+    numpy array when ``as_list`` (else it fixes an ``array`` column of its shape).
+    """
+    if isinstance(value, list) or (as_list and isinstance(value, np.ndarray)):
+        return _list_column(name, value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return Column(name=name, kind="bytes")
     if isinstance(value, str):
@@ -425,3 +461,29 @@ def infer_column(name: str, value: Any) -> Column:
     raise StoreError(
         f"column {name!r} has a value of type {type(value).__name__}; a store holds bytes, str, int, float, bool and numpy arrays"
     )
+
+
+def _list_column(name: str, value: Any) -> Column:
+    array = value if isinstance(value, np.ndarray) else None
+    if array is None:
+        kinds = {type(v) for v in value}
+        if not kinds <= {int, float} or not value:
+            raise StoreError(
+                f"column {name!r} holds a list of {sorted(k.__name__ for k in kinds) or 'nothing'}; "
+                f"a list column holds numbers and its first value needs at least one (or pass "
+                f"a 1-D numpy array of the element dtype)"
+            )
+        try:
+            array = np.asarray(value, dtype=np.float64 if float in kinds else np.int64)
+        except OverflowError:
+            raise StoreError(
+                f"column {name!r} holds an int outside int64 in its first list; pass a numpy "
+                f"array of the element dtype"
+            ) from None
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise StoreError(
+            f"column {name!r} is a list column: expected 1-D int/uint/float values, got "
+            f"ndarray[{array.dtype}, {list(array.shape)}]"
+        )
+    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    return Column(name=name, kind="list", dtype=dtype.str)

@@ -40,6 +40,7 @@ import numpy as np
 
 from epochal._errors import UsageError
 from epochal.store._errors import StoreError
+from epochal.store._format import Column
 
 __all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "Part", "detect", "ingest"]
 
@@ -77,6 +78,7 @@ class Ingest:
     metadata: dict[str, Any] = field(default_factory=dict)
     total: int | None = None
     parts: Iterable[Part] | None = None
+    columns: tuple[Column, ...] | None = None  # the schema when the input fixes it (tokens)
 
 
 def detect(src: str) -> str:

@@ -204,14 +204,22 @@ class StoreSource:
         space = layout.space
         out: dict[str, np.ndarray | list[Any]] = {}
         for j, column in enumerate(self.columns):
-            if column.kind in ("bytes", "str"):
+            if column.kind in ("bytes", "str", "list"):
                 ends = (
                     space.items(16)[layout.first[j][sid] + local * 8].view(np.int64).reshape(-1, 2)
                 )
+                if column.kind == "list":  # offsets count elements
+                    ends *= column.itemsize
                 ends += layout.data[j][sid][..., None]
                 memory = space.memory
                 starts, stops = ends[:, 0].tolist(), ends[:, 1].tolist()
-                if column.kind == "str":
+                if column.kind == "list":
+                    dtype = column.numpy_dtype
+                    out[column.name] = [
+                        np.frombuffer(memory[a:b], dtype=dtype).copy()
+                        for a, b in zip(starts, stops, strict=True)
+                    ]
+                elif column.kind == "str":
                     try:
                         out[column.name] = [
                             str(memory[a:b], "utf-8") for a, b in zip(starts, stops, strict=True)
@@ -271,7 +279,7 @@ class StoreSource:
         None for variable-size columns, and for remote stores, whose shards are fetched
         only when a batch needs them (the joined gather maps every shard up front).
         """
-        if self._cache is not None or any(c.kind in ("bytes", "str") for c in self.columns):
+        if self._cache is not None or any(c.kind in ("bytes", "str", "list") for c in self.columns):
             return None
         return tuple(RecordLayout(c.name, c.itemsize, c.numpy_dtype, c.shape) for c in self.columns)
 
@@ -283,6 +291,31 @@ class StoreSource:
         bases = [first + layout.space.lo for first in layout.first]
         regions = [r for s in self._open.values() for v in s.views for r in v.regions()]
         return self._starts, bases, regions
+
+    def _list_pieces(self, name: str) -> tuple[list[np.ndarray], np.ndarray]:
+        """A list column as pieces of its elements laid end to end, and record offsets.
+
+        Local stores: one piece per shard, a zero-copy view of its map (every shard is
+        mapped). Remote stores: one piece, read through the cache into memory. The
+        offsets (int64, ``len(self) + 1``) locate each record in the pieces' concatenation.
+        """
+        j = next((j for j, c in enumerate(self.columns) if c.name == name), None)
+        if j is None or self.columns[j].kind != "list":
+            raise StoreError(f"store {self.url} has no list column {name!r}")
+        if self._cache is not None:
+            chunks = [
+                self.get_columns(np.arange(a, min(a + 4096, self._n)))[name]
+                for a in range(0, self._n, 4096)
+            ]
+            values = [v for chunk in chunks for v in chunk]
+            lengths = np.array([len(v) for v in values], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            return [np.concatenate(values)], offsets
+        views = [self._shard(k).views[j] for k in range(len(self.manifest.shards))]
+        pieces = [v.flat() for v in views]
+        ends = np.cumsum([0, *(len(p) for p in pieces)], dtype=np.int64)
+        parts = [v.offsets[:-1] + ends[k] for k, v in enumerate(views) if v.offsets is not None]
+        return pieces, np.concatenate([*parts, ends[-1:]]).astype(np.int64)
 
     def get_many(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """Records ``indices`` as dicts, gathered per column first."""
@@ -441,8 +474,8 @@ class StoreSource:
 
     def _fixed_gathers(self, layout: _Layout) -> tuple[_FixedGather, ...] | None:
         """The fixed-size batch path, once every shard is mapped (else None: the general
-        path maps the shards a batch needs first); None with any bytes/str column."""
-        if self._cache is not None or any(c.kind in ("bytes", "str") for c in self.columns):
+        path maps the shards a batch needs first); None with any variable-size (bytes/str/list) column."""
+        if self._cache is not None or any(c.variable for c in self.columns):
             return None
         # a batch never reads an empty shard, so it is never mapped
         needed = [k for k, shard in enumerate(self.manifest.shards) if shard.records]
@@ -499,7 +532,7 @@ def shard_head_of_file(
             if view.offsets is not None:
                 assert view.data is not None
                 pos = view.data.ctypes.data - base if int(view.offsets[-1]) else 0
-                cols.append(_Col("var", pos, 0, offsets=view.offsets.copy()))
+                cols.append(_Col("var", pos, 0, offsets=view.offsets * view.scale))
             elif column.kind == "scalar" and column.numpy_dtype.kind == "b":
                 assert view.rows is not None
                 cols.append(_Col("bits", 0, 0, bits=np.asarray(view.rows, dtype=bool).copy()))

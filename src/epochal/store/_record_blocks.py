@@ -255,6 +255,8 @@ def _arrow_column(name: str, array: pa.Array) -> tuple[Column, pa.Array, np.ndar
         or pa.types.is_large_list(type_)
         or pa.types.is_fixed_size_list(type_)
     ):
+        if _varying_numbers(array):  # one level of numbers, lengths vary: a list column
+            return _list_column(name, array)
         shape, values = _list_shape(name, array)
         flat = values.to_numpy(zero_copy_only=False)
         return _numpy_column(name, flat.reshape((n, *shape)))
@@ -262,6 +264,29 @@ def _arrow_column(name: str, array: pa.Array) -> tuple[Column, pa.Array, np.ndar
         f"column {name!r} has Arrow type {type_}; a store holds ints, floats, bools, strings, "
         f"binary and fixed-shape lists or tensors of numbers"
     )
+
+
+def _varying_numbers(array: pa.Array) -> bool:
+    """Whether ``array`` is a (large) list of ints/floats whose lengths are not all one."""
+    type_ = array.type
+    if not (pa.types.is_list(type_) or pa.types.is_large_list(type_)):
+        return False
+    item = type_.value_type
+    if not (pa.types.is_integer(item) or pa.types.is_floating(item)) or pa.types.is_float16(item):
+        return False
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+    return bool(len(lengths)) and bool(np.any(lengths != lengths[0]))
+
+
+def _list_column(name: str, array: pa.Array) -> tuple[Column, pa.Array, np.ndarray]:
+    """A list column from Arrow lists of numbers, as the row writer's builder encodes it."""
+    if array.values.null_count:
+        raise StoreError(f"column {name!r} has nulls inside its lists; a store holds no nulls")
+    dtype = np.dtype(array.type.value_type.to_pandas_dtype())
+    column = Column(name=name, kind="list", dtype=dtype.str)
+    array = array.cast(pa.large_list(pa.from_numpy_dtype(dtype)))
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
+    return column, array, lengths * dtype.itemsize + 8
 
 
 def _list_shape(name: str, array: pa.Array) -> tuple[tuple[int, ...], pa.Array]:

@@ -198,9 +198,7 @@ class ShardCache(CachedReads):
             if not (c.kind == "scalar" and c.numpy_dtype.kind == "b")
         ]
         fixed = sorted(
-            (self.columns[j].itemsize, j)
-            for j in ranged
-            if self.columns[j].kind not in ("bytes", "str")
+            (self.columns[j].itemsize, j) for j in ranged if not self.columns[j].variable
         )
         chosen: set[int] = set()
         used = 0

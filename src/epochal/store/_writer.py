@@ -46,7 +46,6 @@ from epochal.store._columns import ColumnBuilder, arrow_schema, check_record, in
 from epochal.store._errors import StoreError
 from epochal.store._format import (
     FORMAT,
-    FORMAT_VERSION,
     MANIFEST_NAME,
     PARTITIONS_DIR,
     SHARD_COLUMNS_KEY,
@@ -57,6 +56,7 @@ from epochal.store._format import (
     Shard,
     shard_build,
     shard_position,
+    version_for,
 )
 from epochal.store._fs import Location, locate
 from epochal.store._lease import BUILDS_DIR, Lease, fresh_listing, live_leases, new_build_id
@@ -82,6 +82,7 @@ def write(
     attempt: str | int | None = None,
     progress: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    lists: Iterable[str] = (),
 ) -> Manifest:
     """Write records to a store at ``dest`` (a local path or any fsspec URL).
 
@@ -90,7 +91,9 @@ def write(
             known), or a Hugging Face ``datasets.Dataset`` (its numeric list columns
             become array columns, other lists and dicts JSON strings, as with
             ``epochal build file.parquet``). The first record fixes the schema: bytes,
-            str, int, float, bool, numpy scalars and fixed-shape numpy arrays. Every later record must have the
+            str, int, float, bool, numpy scalars and fixed-shape numpy arrays; a list of
+            numbers is a variable-length 1-D array column (int64 or float64 elements; see
+            ``lists`` for other dtypes). Every later record must have the
             same columns and types, or a StoreError names the record and the column.
             ``epochal.store._record_blocks.Blocks`` of Arrow/pandas/numpy batches writes the
             same store without per-record Python work (the engines' path).
@@ -110,6 +113,11 @@ def write(
             :func:`merge` keeps one. Rerunning the same attempt id replaces that attempt.
         progress: show a progress bar.
         storage_options: passed to fsspec (e.g. ``{"endpoint_url": ...}`` for S3).
+        lists: names of columns whose values are 1-D numeric arrays of any length (e.g.
+            the tokens of each document): stored as Arrow ``large_list`` of the first
+            value's dtype, read back as one numpy array per record. Without it a numpy
+            array fixes its column's shape. (Arrow input: lists of varying length are
+            list columns already.)
 
     Returns:
         The manifest of the finished store, or of this partition's shards.
@@ -131,6 +139,7 @@ def write(
     if attempt is not None and partition is None:
         raise ValueError(f"attempt={attempt!r} names an attempt at a partition; pass partition too")
     build = new_build_id() if attempt is None else str(attempt)
+    list_names = frozenset([lists] if isinstance(lists, str) else map(str, lists))
     if not _ATTEMPT.match(build):
         raise ValueError(
             f"attempt must be 1-64 letters, digits or '_' (it names files), got {attempt!r}"
@@ -152,7 +161,7 @@ def write(
     if partition is not None:
         total = None if num_partitions is None else int(num_partitions)
         return _write_partition(
-            records, loc, int(partition), total, build, meta, shard_size, progress
+            records, loc, int(partition), total, build, meta, shard_size, progress, list_names
         )
     had_store = loc.exists(MANIFEST_NAME)
     if had_store and not overwrite:
@@ -164,7 +173,13 @@ def write(
     try:
         try:
             columns, shards = _write_shards(
-                records, loc, prefix, shard_size=shard_size, progress=progress, lease=lease
+                records,
+                loc,
+                prefix,
+                shard_size=shard_size,
+                progress=progress,
+                lease=lease,
+                lists=list_names,
             )
         except BaseException:
             _remove_own(loc, prefix)
@@ -195,6 +210,7 @@ def _write_partition(
     meta: dict[str, Any],
     shard_size: int,
     progress: bool,
+    list_names: frozenset[str] = frozenset(),
 ) -> Manifest:
     """One attempt at one partition: its own shards, then its record (last, atomically)."""
     prefix = _shard_prefix(index, attempt)
@@ -205,14 +221,20 @@ def _write_partition(
         _remove_own(loc, prefix)
         try:
             columns, shards = _write_shards(
-                records, loc, prefix, shard_size=shard_size, progress=progress, lease=lease
+                records,
+                loc,
+                prefix,
+                shard_size=shard_size,
+                progress=progress,
+                lease=lease,
+                lists=list_names,
             )
         except BaseException:
             _remove_own(loc, prefix)
             raise
         body = {
             "format": _PARTITION_FORMAT,
-            "version": FORMAT_VERSION,
+            "version": version_for(columns),
             "partition": index,
             "num_partitions": total,
             "attempt": attempt,
@@ -412,6 +434,7 @@ def _write_shards(
     shard_size: int,
     progress: bool,
     lease: Lease,
+    lists: frozenset[str] = frozenset(),
 ) -> tuple[tuple[Column, ...], list[Shard]]:
     if isinstance(records, Blocks):  # columnar batches from an engine or a build's workers
 
@@ -435,7 +458,7 @@ def _write_shards(
     try:
         for number, record in enumerate(records):
             if not builders:
-                columns = infer_columns(record, number)
+                columns = infer_columns(record, number, lists)
                 builders = [ColumnBuilder(c) for c in columns]
                 names = tuple(c.name for c in columns)
                 name_set = set(names)
