@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,4 +178,6 @@ def test_a_loader_batch_holds_a_list_of_arrays(tmp_path, transform):
     loader = epochal.Loader(epochal.open(tmp_path / "s"), 4, shuffle=False, transform=transform)
     batches = list(loader)
     assert [b["i"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    _assert_same([t for b in batches for t in b["t"]], docs)
+    got = [t for b in batches for t in b["t"]]  # batches hold tensors: one per record
+    assert all(isinstance(t, torch.Tensor) for t in got)
+    _assert_same([t.numpy() for t in got], docs)
