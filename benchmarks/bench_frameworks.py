@@ -31,7 +31,7 @@ import torch
 import tyro
 
 import epochal
-from epochal._bench import _interleaved, _loader_epoch, _print_table, _ratio_text
+from _timing import _interleaved, _loader_epoch, _print_table, _ratio_text
 from epochal.sources._dataset import DatasetSource
 from epochal.store._ingest import ingest
 
