@@ -166,7 +166,13 @@ CASES = [
         2,
         "kill",
     ),
-    ("bench-too-few-records", _nothing, ["bench", "--records", "10"], 2, "records >= batch_size"),
+    (
+        "bench-unreadable-arrays",
+        _write("small.npy", ""),
+        ["bench", "{tmp}/small.npy"],
+        2,
+        "cannot read",
+    ),
     ("lint-unknown-rule", _nothing, ["lint", "--select", "EPL999", "{tmp}"], 2, "EPL999"),
 ]
 

@@ -29,7 +29,7 @@ T = TypeVar("T")
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": (
         "epochal._bench",
-        "Measure loader throughput against a raw numpy gather on this machine.",
+        "Time the Loader on your store or arrays against a bare gather of the same batches.",
     ),
     "build": (
         "epochal.store._cmd_build",
@@ -60,8 +60,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # them blindly: each must name options that exist)
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "bench": (
-        "epochal bench                               # the full benchmark, about 20 s",
-        "epochal bench --records 50000 --repeats 1   # a quicker, rougher look",
+        "epochal bench data/images                   # a store: Loader vs bare gather",
+        "epochal bench features.npz --num-workers 2 --batch-size 512",
     ),
     "build": (
         "epochal build images/ data/images           # root/<class>/*.jpg -> a store",
