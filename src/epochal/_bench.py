@@ -67,7 +67,7 @@ def _gather(source: Any) -> Callable[[np.ndarray], object]:
     """The source's fastest read of a batch of indices without a Loader."""
     for name in ("get_columns", "get_many"):
         if callable(getattr(source, name, None)):
-            return getattr(source, name)  # type: ignore[no-any-return]
+            return getattr(source, name)
     return lambda indices: [source[int(i)] for i in indices]
 
 

@@ -17,7 +17,7 @@ import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from epochal._errors import Error, RunInterrupted, UsageError
 
@@ -122,8 +122,10 @@ def parse_args(
         os.environ["COLUMNS"] = "10000"  # tyro's error box: one message per line, unwrapped
     try:
         with contextlib.redirect_stderr(captured):
-            return tyro.cli(
-                cls, args=list(argv), prog=prog, description=description, default=default
+            # tyro types its result as ``T | None`` when given a default; it is always a T
+            return cast(
+                T,
+                tyro.cli(cls, args=list(argv), prog=prog, description=description, default=default),
             )
     except SystemExit as exit_:
         if exit_.code in (0, None):  # --help (printed on stdout)

@@ -26,7 +26,7 @@ from epochal._windows import EpochWindows, WindowedOrder, WindowFeed, WindowLayo
 from epochal.order import Order, make_order
 from epochal.plan import Plan
 from epochal.rng import GlobalRNGs, SampleRNGs, sample_seed
-from epochal.sources._protocol import fingerprint_of, get_many, is_batched
+from epochal.sources._protocol import Source, fingerprint_of, get_many, is_batched
 
 if TYPE_CHECKING:
     from epochal.sampling import Sampler
@@ -429,7 +429,7 @@ class Loader:
 
     def __init__(
         self,
-        source: Any,
+        source: Source,
         batch_size: int,
         *,
         shuffle: bool = True,
@@ -525,8 +525,8 @@ class Loader:
         self._dataloader: torch.utils.data.DataLoader | None = None
         if self.uses_workers:
             self._dataloader = torch.utils.data.DataLoader(
-                self._fetcher,  # type: ignore[arg-type]
-                batch_sampler=self._sampler,  # type: ignore[arg-type]
+                self._fetcher,
+                batch_sampler=self._sampler,
                 num_workers=num_workers,
                 collate_fn=_identity,
                 worker_init_fn=(

@@ -24,6 +24,8 @@ from typing import overload
 
 import numpy as np
 
+from epochal._errors import InvalidTypeError, InvalidValueError, OutOfRangeError
+
 __all__ = ["MAX_RECORDS", "IdentityOrder", "Order", "ShuffledOrder", "make_order"]
 
 MAX_RECORDS = 1 << 62  # largest supported n: the domain and its halves fit in uint64 arithmetic
@@ -52,17 +54,17 @@ def _check_seed_epoch(seed: int, epoch: int) -> None:
 def _check_n(n: int) -> int:
     n = int(n)
     if not 1 <= n <= MAX_RECORDS:
-        raise ValueError(f"an order needs 1 <= n <= 2**62 records, got n={n}")
+        raise InvalidValueError(f"an order needs 1 <= n <= 2**62 records, got n={n}")
     return n
 
 
 def _as_positions(positions: np.ndarray | list[int] | range, n: int, what: str) -> np.ndarray:
     array = np.asarray(positions)
     if array.dtype.kind not in "iu":
-        raise TypeError(f"{what} must be integers, got an array of dtype {array.dtype}")
+        raise InvalidTypeError(f"{what} must be integers, got an array of dtype {array.dtype}")
     if array.size and (array.min() < 0 or array.max() >= n):
         bad = array[(array < 0) | (array >= n)].flat[0]
-        raise IndexError(f"{what} {int(bad)} is out of range for an order of n={n}")
+        raise OutOfRangeError(f"{what} {int(bad)} is out of range for an order of n={n}")
     return array
 
 
@@ -192,7 +194,9 @@ class ShuffledOrder(Order):
         return high
 
 
-def _hash(x: np.ndarray, key: np.uint64, bits: int, h: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _hash(
+    x: np.ndarray, key: np.uint64 | np.ndarray, bits: int, h: np.ndarray, t: np.ndarray
+) -> np.ndarray:
     """Top ``bits`` bits of a keyed multiply-xorshift hash of each element of ``x``.
 
     Written in place into the scratch arrays ``h`` and ``t`` (the hot loop of the order).

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal._errors import Error
+from epochal._errors import Error, OutOfRangeError
 from epochal.order import _splitmix64
 
 __all__ = ["STRADDLE_POLICIES", "TokenSource", "tokens"]
@@ -330,7 +330,7 @@ class EpochWindows:
         n = len(self.tokens)
         if indices.size and int(indices.view(np.uint64).max()) >= n:
             bad = int(indices[(indices < 0) | (indices >= n)][0])
-            raise IndexError(f"window index {bad} is out of range for {n} windows")
+            raise OutOfRangeError(f"window index {bad} is out of range for {n} windows")
         return self.offset + indices * self.tokens.seq_len
 
     def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from epochal._errors import OutOfRangeError
+
 __all__ = ["HFSource", "hf_records", "is_hf_dataset"]
 
 
@@ -137,7 +139,7 @@ class HFSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         if not 0 <= index < self._n:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a source of {self._n} records"
             )
         return dict(self._numpy[index])
@@ -157,8 +159,8 @@ class HFSource:
         out: dict[str, Any] = {}
         rest = []
         for name in self.dataset.column_names:
-            views = [v[name] for v in self._views]
-            if any(view is None for view in views):
+            views = [view for v in self._views if (view := v[name]) is not None]
+            if len(views) < len(self._views):
                 rest.append(name)
             elif len(views) == 1:
                 out[name] = views[0][local]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal._errors import Error
+from epochal._errors import Error, OutOfRangeError
 from epochal.order import ShuffledOrder, _splitmix64
 from epochal.sources._joined import JoinedColumns
 from epochal.sources._protocol import fingerprint_of, get_many, is_batched
@@ -70,7 +70,7 @@ class SubsetSource:
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < len(self.indices):
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a subset of {len(self.indices)} records"
             )
         return self.source[int(self.indices[index])]
@@ -228,7 +228,7 @@ class ConcatSource:
         # one pass for both ends: negative indices wrap around to huge unsigned values
         if indices.size and int(indices.view(np.uint64).max()) >= len(self):
             bad = int(indices[(indices < 0) | (indices >= len(self))][0])
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {bad} is out of range for a concat of {len(self)} records"
             )
         return indices
@@ -236,7 +236,7 @@ class ConcatSource:
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < len(self):
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a concat of {len(self)} records"
             )
         if self._flat is not None:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from epochal._errors import InvalidValueError
 from epochal.store._errors import StoreError
 from epochal.store._format import Column
 from epochal.store._ingest import Part
@@ -56,7 +57,7 @@ def parallel_blocks(parts: Iterable[Part], workers: int) -> Iterator[Block]:
     record against record 0). The pool starts only if there is a second part.
     """
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise InvalidValueError(f"workers must be at least 1, got {workers}")
     it = iter(parts)
     columns: tuple[Column, ...] | None = None
     done = 0  # records yielded so far

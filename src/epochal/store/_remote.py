@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from epochal._errors import InvalidValueError
 from epochal.store._blocks import (
     BLOCKS_DIR,
     ShardHead,
@@ -184,7 +185,9 @@ class ShardCache:
             max_bytes if max_bytes is not None else int(env) if env else DEFAULT_CACHE_SIZE
         )
         if self.max_bytes < 1:
-            raise ValueError(f"cache_size must be a positive number of bytes, got {self.max_bytes}")
+            raise InvalidValueError(
+                f"cache_size must be a positive number of bytes, got {self.max_bytes}"
+            )
         shards = manifest.shards
         self.blocks = bool(shards) and all(s.granules_xxh3 is not None for s in shards)
         self._g = np.array(
@@ -193,7 +196,7 @@ class ShardCache:
         )
         units = np.maximum(1, -(-np.array([s.records for s in shards], dtype=np.int64) // self._g))
         self._unit_base = np.concatenate([[0], np.cumsum(units)]).astype(np.int64)
-        self._by_digest = {}
+        self._by_digest: dict[str, int] = {}
         for k, s in enumerate(shards):
             self._by_digest.setdefault(s.xxh3, k)
         # the smallest cache that can work: the largest unit plus room to read it
@@ -753,7 +756,7 @@ class ShardCache:
         if len(runs) == 1:
             self._fetch_run(*runs[0], None)
         elif runs:
-            list(state.demand.map(lambda run: self._fetch_run(*run, None), runs))
+            list(state.demand.map(lambda run: self._fetch_run(run[0], run[1], None), runs))
 
     def _prefetch(self, k: int, units: list[int], window: int) -> None:
         state = self._local()

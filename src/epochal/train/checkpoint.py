@@ -29,14 +29,14 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 import torch.distributed as dist
 import xxhash
 from torch import nn
 
-from epochal._errors import Error, StateError
+from epochal._errors import Error, InvalidTypeError, InvalidValueError, StateError
 from epochal.train._async_save import PendingSave, snapshot
 from epochal.train._faults import pause_point
 from epochal.train.distributed import get_rank, get_world_size, unwrap_model
@@ -161,9 +161,9 @@ class Checkpointer:
         async_save: bool = False,
     ) -> None:
         if keep_last is not None and keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
+            raise InvalidValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
         if keep_best is not None and (len(keep_best) != 2 or keep_best[1] not in ("min", "max")):
-            raise ValueError(
+            raise InvalidValueError(
                 f"keep_best must be (metric, 'min') or (metric, 'max'), got {keep_best!r}"
             )
         self.directory = Path(directory)
@@ -196,7 +196,7 @@ class Checkpointer:
             CheckpointSaveError: The previous asynchronous save failed (nothing new is saved).
         """
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+            raise InvalidValueError(f"step must be >= 0, got {step}")
         self.wait()
         self._clean_leftovers()
         states = {name: _state_of(name, obj) for name, obj in components.items()}
@@ -416,7 +416,7 @@ class Checkpointer:
             elif hasattr(obj, "load_state_dict"):
                 obj.load_state_dict(saved[name])
             else:
-                raise TypeError(
+                raise InvalidTypeError(
                     f"component {name!r} ({type(obj).__name__}) has no load_state_dict()"
                 )
         rng = payload["rng"]
@@ -577,7 +577,7 @@ def _state_of(name: str, obj: Any) -> Any:
     if isinstance(obj, nn.Module):
         return unwrap_model(obj).state_dict()
     if not hasattr(obj, "state_dict"):
-        raise TypeError(
+        raise InvalidTypeError(
             f"component {name!r} ({type(obj).__name__}) has no state_dict(); pass objects "
             f"with state_dict()/load_state_dict(), or put plain values in config/metrics"
         )
@@ -623,7 +623,7 @@ def _atomic_write(path: Path, payload: Any, *, pause_step: int, durable: bool) -
     try:
         with os.fdopen(fd, "wb") as f:
             writer = _HashingWriter(f)
-            torch.save(payload, writer)
+            torch.save(payload, cast("IO[bytes]", writer))  # a file object as torch needs one
             f.flush()
             if durable:
                 os.fsync(f.fileno())

@@ -25,13 +25,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from epochal._errors import RunInterrupted
+from epochal._errors import InvalidTypeError, InvalidValueError, RunInterrupted
 from epochal.train._faults import pause_point
 from epochal.train.checkpoint import Checkpointer
 from epochal.train.config import TrainerConfig, save_config
@@ -44,6 +44,9 @@ from epochal.train.distributed import (
 )
 from epochal.train.logging import RunLogger, progress_bar
 from epochal.train.seeding import preserved_rng_states
+
+if TYPE_CHECKING:
+    from epochal.loader import Loader
 
 __all__ = ["Trainer", "warmup_schedule"]
 
@@ -66,9 +69,11 @@ def warmup_schedule(
         schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay after warm-up.
     """
     if schedule not in ("constant", "cosine", "linear"):
-        raise ValueError(f"schedule must be 'constant', 'cosine' or 'linear', got {schedule!r}")
+        raise InvalidValueError(
+            f"schedule must be 'constant', 'cosine' or 'linear', got {schedule!r}"
+        )
     if warmup_steps < 0 or total_steps < 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}"
         )
 
@@ -111,7 +116,7 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        train_loader: Any,
+        train_loader: Loader,
         *,
         run_dir: str | Path,
         config: TrainerConfig | None = None,
@@ -423,7 +428,7 @@ def batches_per_epoch(loader: Any) -> int:
     """Batches each rank gets in one full epoch (``epochal.Loader.batches_per_epoch``)."""
     per_epoch = getattr(loader, "batches_per_epoch", None)
     if per_epoch is None:
-        raise TypeError(
+        raise InvalidTypeError(
             f"the training loader ({type(loader).__name__}) has no batches_per_epoch; use an "
             f"epochal.Loader or set TrainerConfig.max_steps"
         )
