@@ -24,6 +24,7 @@ def test_help_lists_every_command(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_has_help_with_examples_and_no_internal_wording(name):
     result = _run(name, "--help")
@@ -53,6 +54,7 @@ def test_user_error_is_one_line_without_traceback():
     assert result.stderr.strip().startswith("epochal bench: error: need batch_size, batches")
 
 
+@pytest.mark.slow
 def test_bench_measures_the_users_arrays_and_store(tmp_path, capsys):
     import numpy as np
 

@@ -194,6 +194,7 @@ def test_refused_command_is_one_line_and_changes_nothing(
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [["demo", "--num-train", "0"], ["train", "bad.yaml"], ["verify-resume", "--kills", "0"]],
@@ -213,6 +214,7 @@ def test_the_console_script_prints_one_line_too(tmp_path: Path, argv: list[str])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing created
 
 
+@pytest.mark.slow
 def test_verify_resume_timeout_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "epochal", "verify-resume", "--timeout", "0.5"],

@@ -81,6 +81,7 @@ def test_build_errors_are_one_line(tmp_path, capsys, extra, message):
     assert message in errors[0]
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_no_traceback(tmp_path):
     src = _jsonl(tmp_path / "c.jsonl", ["abc"])
     result = subprocess.run(
