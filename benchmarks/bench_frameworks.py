@@ -40,7 +40,7 @@ import torch
 import tyro
 
 import epochal
-from epochal._bench import _print_table, _ratio_text
+from _timing import _print_table, _ratio_text
 from epochal.sources._dataset import DatasetSource
 from epochal.store._ingest import ingest
 

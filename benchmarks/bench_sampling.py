@@ -23,7 +23,7 @@ import numpy as np
 import tyro
 
 import epochal
-from epochal._bench import (
+from _timing import (
     _interleaved,
     _loader_epoch,
     _print_table,

@@ -48,7 +48,7 @@ import torch
 import tyro
 
 import epochal
-from epochal._bench import _interleaved, _print_table, _ratio_text
+from _timing import _interleaved, _print_table, _ratio_text
 
 BATCH = 32
 

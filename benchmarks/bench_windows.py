@@ -19,7 +19,7 @@ from typing import Any
 
 import tyro
 
-from epochal._bench import _print_table
+from _timing import _print_table
 from epochal._windows import ReadHint, WindowedOrder, choose_layout
 from epochal.order import make_order
 from epochal.plan import Plan

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import epochal
-from epochal.cli import main
+from epochal.cli import COMMANDS, main
 from epochal.train.config import RunConfig, save_config
 from epochal.train.demo import DemoConfig, data_paths, run_config
 
@@ -169,7 +169,13 @@ CASES = [
         2,
         "kill",
     ),
-    ("bench-too-few-records", _nothing, ["bench", "--records", "10"], 2, "records >= batch_size"),
+    (
+        "bench-unreadable-arrays",
+        _write("small.npy", ""),
+        ["bench", "{tmp}/small.npy"],
+        2,
+        "cannot read",
+    ),
     ("lint-unknown-rule", _nothing, ["lint", "--select", "EPL999", "{tmp}"], 2, "EPL999"),
     # a tokenizer that cannot load is a bad input, not a bad argument: exit 1 (issue 17;
     # one that fails on a document: tests/store/test_store_tokens.py)
@@ -207,6 +213,7 @@ def test_refused_command_is_one_line_and_changes_nothing(
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [["demo", "--num-train", "0"], ["train", "bad.yaml"], ["verify-resume", "--kills", "0"]],
@@ -226,6 +233,7 @@ def test_the_console_script_prints_one_line_too(tmp_path: Path, argv: list[str])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing created
 
 
+@pytest.mark.slow
 def test_verify_resume_timeout_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "epochal", "verify-resume", "--timeout", "0.5"],
@@ -245,3 +253,100 @@ def test_write_to_a_file_path_is_an_epochal_error(tmp_path: Path) -> None:
     with pytest.raises(epochal.Error, match="is a file; a store is a directory"):
         epochal.write([{"a": 1}], tmp_path / "afile")
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def _error_kinds() -> list[type[Exception]]:
+    from epochal._errors import InvalidTypeError, InvalidValueError, OutOfRangeError, StateError
+    from epochal.lint._engine import LintUsageError
+    from epochal.store import CorruptStoreError, StoreError
+    from epochal.train.checkpoint import CheckpointSaveError
+
+    return [
+        InvalidTypeError,
+        InvalidValueError,
+        OutOfRangeError,
+        StateError,
+        StoreError,
+        CorruptStoreError,
+        CheckpointSaveError,
+        LintUsageError,
+        epochal.Error,
+    ]
+
+
+@pytest.mark.parametrize("kind", _error_kinds(), ids=lambda kind: kind.__name__)
+def test_every_error_kind_is_one_line_from_the_cli(kind, capsys, monkeypatch) -> None:
+    """Whatever kind of epochal.Error a command raises while working, the CLI prints its
+    message as one line (no traceback) and exits with 1."""
+
+    def fails(argv: list[str]) -> int:
+        message = "batch_size must be >= 1, got 0"
+        raise (
+            kind(message, Path("c.pt")) if kind.__name__ == "CheckpointSaveError" else kind(message)
+        )
+
+    module = type(sys)("_epochal_failing_command")
+    module.main = fails  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(COMMANDS, "failing", (module.__name__, "a command that fails"))
+    assert main(["failing"]) == 1
+    assert capsys.readouterr().err == "epochal failing: error: batch_size must be >= 1, got 0\n"
+
+
+def test_bad_arguments_raise_epochal_errors_that_are_also_the_builtin_kind(tmp_path) -> None:
+    from epochal._errors import InvalidTypeError, InvalidValueError, OutOfRangeError
+
+    cases: list[tuple[Callable[[], object], type[Exception], type[Exception], str]] = [
+        (lambda: epochal.from_arrays(x=np.arange(3))[5], OutOfRangeError, IndexError, "5"),
+        (lambda: epochal.make_order(0), InvalidValueError, ValueError, "n=0"),
+        (
+            lambda: epochal.make_order(4).index(np.array([0.5])),
+            InvalidTypeError,
+            TypeError,
+            "dtype",
+        ),
+        (
+            lambda: epochal.Checkpointer(tmp_path / "c", keep_last=0),
+            InvalidValueError,
+            ValueError,
+            "keep_last",
+        ),
+        (
+            lambda: epochal.Plan(num_records=10, batch_size=0),
+            InvalidValueError,
+            ValueError,
+            "batch_size",
+        ),
+    ]
+    for call, kind, builtin, words in cases:
+        with pytest.raises(kind, match=words) as caught:
+            call()
+        assert isinstance(caught.value, epochal.Error) and isinstance(caught.value, builtin)
+
+
+# raises of built-in exceptions left in src/ on purpose: internal invariants, or errors
+# caught a few lines below and re-raised as an epochal.Error with the file named
+_BUILTIN_RAISES_ALLOWED = {
+    "loader.py": "whole batches",  # the fetcher is only called by the Loader itself
+    "config.py": "_yaml_error",  # caught below, re-raised as UsageError naming the file
+    "_blocks.py": "",  # the granule index parser: caught, re-raised as CorruptStoreError
+    "seeding.py": "seed must be",  # the one seed rule is issue 16's item 2 (another branch)
+}
+
+
+def test_src_raises_no_builtin_error_for_bad_input() -> None:
+    import re
+
+    src = Path(epochal.__file__).parent
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = re.search(r"raise (ValueError|TypeError|IndexError|KeyError)\(", line)
+            allowed = _BUILTIN_RAISES_ALLOWED.get(path.name)
+            if match and (allowed is None or allowed not in line):
+                found.append(f"{path.relative_to(src)}:{number}: {line.strip()}")
+    # order.py's seed and epoch checks move with the seed rule (issue 16 item 2)
+    found = [f for f in found if not (f.startswith("order.py") and "must be an integer in" in f)]
+    assert found == [], "raise an epochal.Error subclass (epochal._errors) instead:\n" + "\n".join(
+        found
+    )

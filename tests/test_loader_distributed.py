@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import epochal
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
@@ -33,9 +26,9 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_rank_and_world_size_come_from_the_process_group(tmp_path):
+def test_rank_and_world_size_come_from_the_process_group(tmp_path, free_port: int):
     """P3/P10: each rank reads only its records, a new order each epoch, equal batch counts."""
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(ranks[0]["epochs"][0]) == len(ranks[1]["epochs"][0]) == 11  # ceil(101 / 10)
     for epoch in range(2):

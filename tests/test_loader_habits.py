@@ -87,6 +87,7 @@ class _KillOnce:
         return record
 
 
+@pytest.mark.slow
 def test_a_loader_recovers_after_a_worker_process_dies(tmp_path):
     """Issue 12 finding 8: a SIGKILLed worker used to break every later pass of a
     persistent-worker Loader; now the next iter() starts new workers and continues from

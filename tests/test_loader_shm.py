@@ -47,6 +47,7 @@ def _segments(pids: list[int]) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHM.is_dir(), reason="needs /dev/shm (Linux)")
 def test_worker_batches_use_named_shared_memory_that_a_sigkill_does_not_leak(tmp_path):
     script = tmp_path / "hold.py"

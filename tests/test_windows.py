@@ -585,14 +585,6 @@ def test_a_state_s_layout_is_checked_on_load():
 # -- two real processes (gloo) --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     import json
     import os
@@ -612,12 +604,13 @@ def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> 
         dist.destroy_process_group()
 
 
-def test_two_processes_read_their_own_blocks(tmp_path):
+@pytest.mark.slow
+def test_two_processes_read_their_own_blocks(tmp_path, free_port: int):
     import json
 
     import torch.multiprocessing as mp
 
-    mp.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     layout = choose_layout(_hint(3000, 0.1), num_records=3000, batch_size=12, world_size=2)
     assert ranks[0]["state"] == ranks[1]["state"]

@@ -1,8 +1,9 @@
-"""``epochal bench``: the core benchmark, printed as a table of ratios.
+"""``epochal bench DATA``: how fast the Loader reads your own store or arrays.
 
-Every figure is a ratio to a baseline measured in the same run on the same data, so the
-numbers mean something on a noisy shared machine. ``benchmarks/bench_core.py`` runs it
-with the full-size settings.
+Each round times the same shuffled batches twice, interleaved: through ``epochal.Loader``
+and through a bare gather (the source's own batched read, no Loader). The difference per
+batch is what the Loader costs on top of reading; every figure is a median over rounds
+measured in the same run, so it holds on a busy machine too.
 """
 
 from __future__ import annotations
@@ -11,412 +12,132 @@ import dataclasses
 import gc
 import statistics
 import sys
-import tempfile
 import time
-import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import tyro
 
-__all__ = ["BenchConfig", "benchmark_data", "main", "run"]
+from epochal._errors import UsageError
+
+__all__ = ["BenchConfig", "main", "measure"]
 
 
 @dataclasses.dataclass(kw_only=True)
 class BenchConfig:
-    """Settings of ``epochal bench``."""
+    """Measure the Loader on your data: samples/s against a bare gather of the same batches."""
 
-    records: int = 200_000
-    """Records in the benchmark dataset (each 3,072 uint8 bytes + an int64 label)."""
+    data: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATA")]
+    """A store (a local path or an fsspec URL) or a .npy/.npz file of arrays (first dim = records)."""
     batch_size: int = 256
     """Samples per batch."""
+    num_workers: int = 0
+    """Loader worker processes."""
+    batches: int = 100
+    """Batches timed per round (fewer when an epoch has fewer)."""
     repeats: int = 3
-    """Timed repeats of each measurement; the table shows the median."""
-    naive_samples: int = 20_000
-    """Samples timed for the slow per-sample PyTorch baseline (samples/s is per sample)."""
-    transform_batches: int = 64
-    """Batches timed with the CPU-bound transform (enough that the pipeline's start and drain at each epoch boundary are a small part)."""
-    workdir: Annotated[Path | None, tyro.conf.arg(metavar="DIR|None")] = None
-    """Where to write the memmap (default: a temporary directory, removed afterwards)."""
-    progress: bool = True
-    """Print a line on stderr as each measurement starts."""
+    """Rounds; the table shows medians."""
 
     def __post_init__(self) -> None:
-        from epochal._errors import UsageError
-
-        if self.batch_size < 1 or self.records < self.batch_size or self.repeats < 1:
+        if self.batch_size < 1 or self.batches < 1 or self.repeats < 1 or self.num_workers < 0:
             raise UsageError(
-                f"need batch_size >= 1, records >= batch_size and repeats >= 1, got "
-                f"records={self.records}, batch_size={self.batch_size}, repeats={self.repeats}"
-            )
-        if self.naive_samples < 1 or self.transform_batches < 1:
-            raise UsageError(
-                f"need naive_samples >= 1 and transform_batches >= 1, got "
-                f"{self.naive_samples} and {self.transform_batches}"
+                f"need batch_size, batches and repeats >= 1 and num_workers >= 0, got "
+                f"batch_size={self.batch_size}, batches={self.batches}, "
+                f"repeats={self.repeats}, num_workers={self.num_workers}"
             )
 
 
-class _Steps:
-    """``epochal bench: [k/N] what (elapsed)`` on stderr as each measurement starts."""
+def _open(data: str) -> Any:
+    """The source ``data`` names: arrays from a .npy/.npz file (memory-mapped), else a store."""
+    import epochal
 
-    TOTAL = 8
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.index = 0
-        self.started = time.perf_counter()
-
-    def __call__(self, what: str) -> None:
-        self.index += 1
-        if self.enabled:
-            elapsed = time.perf_counter() - self.started
-            print(
-                f"epochal bench: [{self.index}/{self.TOTAL}] {what} ({elapsed:.0f}s so far)",
-                file=sys.stderr,
-                flush=True,
-            )
+    if data.endswith((".npy", ".npz")):
+        try:
+            arrays = np.load(data, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:  # missing, not numpy, truncated
+            raise UsageError(f"cannot read {data!r} as numpy arrays: {err}") from None
+        columns = {Path(data).stem: arrays} if isinstance(arrays, np.ndarray) else dict(arrays)
+        return epochal.from_arrays(**columns)
+    return epochal.open(data)
 
 
-def _median_rate(fn: Callable[[], int], repeats: int) -> tuple[float, float, float]:
-    """Median, min and max samples/s of ``fn`` (which returns the samples it processed)."""
-    rates = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        samples = fn()
-        rates.append(samples / (time.perf_counter() - start))
-    return statistics.median(rates), min(rates), max(rates)
+def _gather(source: Any) -> Callable[[np.ndarray], object]:
+    """The source's fastest read of a batch of indices without a Loader."""
+    for name in ("get_columns", "get_many"):
+        if callable(getattr(source, name, None)):
+            return getattr(source, name)
+    return lambda indices: [source[int(i)] for i in indices]
 
 
-def _interleaved(runs: dict[Any, Callable[[], int]], repeats: int) -> dict[Any, list[float]]:
-    """Samples/s of each run, one run of each per round, ``repeats`` rounds."""
-    rates: dict[Any, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
+def measure(source: Any, cfg: BenchConfig) -> dict[str, float]:
+    """Median samples/s through the Loader and through a bare gather, and the Loader's cost.
+
+    Returns:
+        ``{"loader": samples/s, "gather": samples/s, "batches": batches per round,
+        "overhead_us": microseconds the Loader adds per batch}``.
+    """
+    import epochal
+
+    if len(source) < cfg.batch_size:
+        raise UsageError(
+            f"{cfg.data} has {len(source)} records, fewer than one batch of {cfg.batch_size}"
+        )
+    loader = epochal.Loader(source, cfg.batch_size, seed=0, num_workers=cfg.num_workers)
+    count = min(cfg.batches, len(source) // cfg.batch_size)
+    # the Loader's own first batches of epoch 0 (seed 0): both contenders read these indices
+    order = epochal.make_order(len(source), seed=0, epoch=0, shuffle=True)
+    batches = [
+        order.index(np.arange(b * cfg.batch_size, (b + 1) * cfg.batch_size, dtype=np.int64))
+        for b in range(count)
+    ]
+    read = _gather(source)
+
+    def through_loader() -> None:
+        loader.set_epoch(0)
+        stream: Iterator[object] = iter(loader)
+        for _ in range(count):
+            next(stream)
+        del stream  # stops the workers' prefetch of the batches not timed
+
+    def bare() -> None:
+        for indices in batches:
+            read(indices)
+
+    through_loader()  # start workers, warm caches (a remote store downloads here)
+    seconds: dict[str, list[float]] = {"loader": [], "gather": []}
+    for _ in range(cfg.repeats):
+        for name, fn in (("loader", through_loader), ("gather", bare)):
             gc.collect()
             start = time.perf_counter()
-            samples = fn()
-            rates[name].append(samples / (time.perf_counter() - start))
-    return rates
-
-
-def _loader_epoch(loader: Any) -> Callable[[], int]:
-    """A run of epoch 0 of ``loader`` from its start; returns the samples delivered."""
-
-    def go() -> int:
-        loader.set_epoch(0)
-        return sum(len(b["label"]) for b in loader)
-
-    return go
-
-
-def _print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
-    """The benchmarks' output: a title, then one aligned row per measurement."""
-    width = max(len(r[0]) for r in rows)
-    print(title)
-    for name, result, target in rows:
-        print(f"  {name:<{width}}  {result}" + (f"   [target {target}]" if target else ""))
-
-
-def _ratio_text(values: list[float], base: list[float], name: str, *, rate: bool = True) -> str:
-    """``values / base`` as the median of per-round ratios, with their range."""
-    ratios = [v / b for v, b in zip(values, base)]
-    text = f"{statistics.median(values):,.0f} samples/s = " if rate else ""
-    text += f"{statistics.median(ratios):.2f}x" + (f" {name}" if name else "")
-    return text + f" (per-round {min(ratios):.2f}..{max(ratios):.2f})"
-
-
-def _transform_work(images: np.ndarray) -> float:
-    """Seconds to run the CPU-bound transform over ``images``, one process."""
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for j in range(len(images)):
-        _cpu_transform({"image": images[j], "label": j}, rng)
-    return time.perf_counter() - start
-
-
-def _child_work(images: np.ndarray, barrier: Any, results: Any) -> None:
-    barrier.wait()
-    results.put(_transform_work(images))
-
-
-def _two_process_ceiling(images: np.ndarray, repeats: int) -> list[float]:
-    """Per round: throughput of 2 forked processes each running the transform over
-    ``images`` (started together) over that of 1 process: the machine's own scaling."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    ratios = []
-    for _ in range(repeats):
-        alone = _transform_work(images)
-        barrier, results = context.Barrier(2), context.Queue()
-        children = [
-            context.Process(target=_child_work, args=(images, barrier, results)) for _ in range(2)
-        ]
-        for child in children:
-            child.start()
-        both = max(results.get(), results.get())
-        for child in children:
-            child.join()
-        ratios.append(2 * alone / both)
-    return ratios
-
-
-class _PerSampleDataset:
-    """The naive PyTorch way: one ``__getitem__`` per sample over the memmap."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        import torch
-
-        return torch.from_numpy(np.array(self.images[index])), int(self.labels[index])
-
-
-class _TrivialSource:
-    """n records that are their own index: isolates the loader's own cost."""
-
-    deterministic = True
-    fingerprint = "trivial"
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> dict[str, int]:
-        return {"i": index}
-
-    def get_columns(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return {"i": indices}
-
-
-def _cpu_transform(record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """About 100 us of numpy work per record (calibrated on an idle 2-core AMD EPYC VM)."""
-    x = record["image"][:256].astype(np.float32)
-    for _ in range(20):
-        x = np.tanh(x * 0.01 + rng.random(x.shape[0], dtype=np.float32))
-    return {"image": x, "label": record["label"]}
-
-
-def benchmark_data(directory: Path, records: int) -> tuple[np.ndarray, np.ndarray]:
-    """The benchmarks' dataset: ``records`` x 3,072 random bytes as a read-only memmap in
-    ``directory`` (page cache warmed by one full read), and int64 labels ``0..records-1``."""
-    path = directory / "images.u8"
-    images = np.memmap(path, dtype=np.uint8, mode="w+", shape=(records, 3072))
-    rng = np.random.default_rng(0)
-    for lo in range(0, records, 10_000):
-        hi = min(records, lo + 10_000)
-        images[lo:hi] = rng.integers(0, 256, (hi - lo, 3072), dtype=np.uint8)
-    images.flush()
-    del images
-    images = np.memmap(path, dtype=np.uint8, mode="r", shape=(records, 3072))
-    images.sum(dtype=np.uint64)  # read every page once: the page cache is warm
-    return images, np.arange(records, dtype=np.int64)
-
-
-def run(cfg: BenchConfig) -> list[tuple[str, str, str]]:
-    """Run every measurement; returns (measurement, result, target) rows."""
-    import torch
-
-    import epochal
-    from epochal.order import ShuffledOrder
-
-    rows: list[tuple[str, str, str]] = []
-    step = _Steps(cfg.progress)
-    with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
-        step(f"writing {cfg.records:,} records to a memmap")
-        images, labels = benchmark_data(Path(tmp), cfg.records)
-        source = epochal.from_arrays(image=images, label=labels)
-        order = ShuffledOrder(cfg.records, seed=0, epoch=0)
-        batches = [
-            order.index(np.arange(lo, min(lo + cfg.batch_size, cfg.records)))
-            for lo in range(0, cfg.records, cfg.batch_size)
-        ]
-
-        def gather(take: Callable[[np.ndarray], np.ndarray]) -> Callable[[], int]:
-            def go() -> int:
-                for idx in batches:
-                    torch.from_numpy(take(idx))
-                    torch.from_numpy(labels[idx])
-                return cfg.records
-
-            return go
-
-        # every configuration runs once per round, interleaved, and each ratio is the
-        # median of the per-round ratios: drift of a shared machine mostly cancels
-        step(f"shuffled epochs: numpy gathers and the Loader, {cfg.repeats} interleaved rounds")
-        loaders = {w: epochal.Loader(source, cfg.batch_size, num_workers=w) for w in (0, 2)}
-        rates = _interleaved(
-            {
-                "fancy": gather(lambda idx: images[idx]),
-                "take": gather(lambda idx: np.take(images, idx, axis=0)),
-                0: _loader_epoch(loaders[0]),
-                2: _loader_epoch(loaders[2]),
-            },
-            cfg.repeats,
-        )
-        del loaders
-        rows.append(
-            (
-                "numpy memmap gather, images[idx] (baseline)",
-                f"{statistics.median(rates['fancy']):,.0f} samples/s",
-                "",
-            )
-        )
-        for workers in (0, 2):
-            rows.append(
-                (
-                    f"epochal.Loader, num_workers={workers}",
-                    _ratio_text(rates[workers], rates["fancy"], "baseline"),
-                    ">= 0.8" if workers == 0 else "",
-                )
-            )
-        rows.append(
-            (
-                "  (stricter: vs numpy.take(images, idx, axis=0))",
-                _ratio_text(rates[0], rates["take"], "np.take gather", rate=False),
-                "",
-            )
-        )
-        step(f"naive per-sample torch DataLoader, {cfg.naive_samples:,} samples x 2")
-        naive_ds = _PerSampleDataset(images, labels)
-        for workers in (0, 2):
-            sampler = torch.utils.data.RandomSampler(naive_ds, num_samples=cfg.naive_samples)
-            naive = torch.utils.data.DataLoader(
-                naive_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers
-            )
-            rate = _median_rate(lambda naive=naive: sum(len(y) for _, y in naive), cfg.repeats)
-            mine = statistics.median(rates[workers])
-            rows.append(
-                (
-                    f"naive torch DataLoader, num_workers={workers}",
-                    f"{rate[0]:,.0f} samples/s; epochal is {mine / rate[0]:.1f}x faster",
-                    ">= 8x",
-                )
-            )
-        step(f"CPU-bound transform, {cfg.transform_batches} batches at 0 and 2 workers")
-        subset = epochal.from_arrays(
-            image=images[: cfg.transform_batches * cfg.batch_size],
-            label=labels[: cfg.transform_batches * cfg.batch_size],
-        )
-        transform_loaders = {
-            w: epochal.Loader(subset, cfg.batch_size, num_workers=w, transform=_cpu_transform)
-            for w in (0, 2)
-        }
-        for loader in transform_loaders.values():
-            _loader_epoch(loader)()  # start the workers and warm up before timing
-        transform_rates = _interleaved(
-            {w: _loader_epoch(loader) for w, loader in transform_loaders.items()}, cfg.repeats
-        )
-        del transform_loaders
-        step("the machine's own 2-process scaling on the same work")
-        ceiling = _two_process_ceiling(subset.columns["image"], cfg.repeats)
-        median0 = statistics.median(transform_rates[0])
-        rows.append(
-            (
-                "CPU-bound transform, num_workers=2 vs 0",
-                _ratio_text(transform_rates[2], transform_rates[0], "", rate=False)
-                + f"; {median0:,.0f} -> {statistics.median(transform_rates[2]):,.0f} "
-                f"samples/s, {1e6 / median0:.0f} us/record at 0 workers",
-                ">= 1.7x",
-            )
-        )
-        rows.append(
-            (
-                "  (the machine: same work, 2 bare processes vs 1)",
-                f"{statistics.median(ceiling):.2f}x (per-round {min(ceiling):.2f}..{max(ceiling):.2f}); "
-                "the loader's ratio is bounded by this, up to noise",
-                "",
-            )
-        )
-        rows.append(
-            (
-                "no transform, num_workers=2 vs 0",
-                _ratio_text(rates[2], rates[0], "", rate=False)
-                + " (memory gathers stay in-process: no IPC to pay)",
-                "",
-            )
-        )
-
-    step("resume latency at n = 10^9")
-    n = 10**9
-    latencies = {}
-    for position in (0, n // 2, n - 1):
-        loader = epochal.Loader(_TrivialSource(n), cfg.batch_size, seed=0)
-        state = {**loader.state_dict(), "position": position}
-        times = []
-        for _ in range(max(5, cfg.repeats)):
-            start = time.perf_counter()
-            loader.load_state_dict(state)
-            next(iter(loader))
-            times.append(time.perf_counter() - start)
-        latencies[position] = statistics.median(times) * 1e3
-    rows.append(
-        (
-            "resume latency, n=10^9 (load_state_dict -> first batch)",
-            ", ".join(f"pos {p:,}: {ms:.2f} ms" for p, ms in latencies.items()),
-            "< 20 ms, flat",
-        )
-    )
-
-    step("order cost over 10^7 positions")
-    big = ShuffledOrder(n, seed=0, epoch=0)
-    positions = np.arange(10**7, dtype=np.int64)
-    times = []
-    for _ in range(cfg.repeats):
-        start = time.perf_counter()
-        big.index(positions)
-        times.append(time.perf_counter() - start)
-    rows.append(
-        (
-            "order cost, 10^7 positions vectorised",
-            f"{statistics.median(times) / 1e7 * 1e9:.1f} ns/index",
-            "<= 50 ns",
-        )
-    )
-    step("order memory at n = 10^9")
-    tracemalloc.start()
-    order = ShuffledOrder(n, seed=1, epoch=1)
-    order.index(np.arange(n - cfg.batch_size, n, dtype=np.int64))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    rows.append(
-        (
-            "order memory, n=10^9 (build + one batch)",
-            f"{peak / 1024:.1f} KiB peak (numpy.random.permutation: {n * 8 / 2**30:.1f} GiB)",
-            "< 1 MiB",
-        )
-    )
-    return rows
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    samples = count * cfg.batch_size
+    loader_s, gather_s = (statistics.median(seconds[k]) for k in ("loader", "gather"))
+    return {
+        "loader": samples / loader_s,
+        "gather": samples / gather_s,
+        "batches": float(count),
+        "overhead_us": (loader_s - gather_s) / count * 1e6,
+    }
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``epochal bench``."""
+    """Run ``epochal bench``; prints one table."""
     from epochal.cli import parse_args
 
-    cfg = parse_args(
-        BenchConfig,
-        argv,
-        prog="epochal bench",
-        description=(
-            "Measure the loader on this machine: shuffled-epoch throughput against a bare numpy "
-            "memmap gather and a naive per-sample DataLoader, worker scaling on a CPU-bound "
-            "transform, resume latency and the order's cost. Every figure is a ratio to a "
-            "baseline measured in the same run, so it holds on a busy machine too."
-        ),
+    cfg = parse_args(BenchConfig, argv, prog="epochal bench")
+    source = _open(cfg.data)
+    print(f"epochal bench: timing {cfg.data}...", file=sys.stderr, flush=True)
+    result = measure(source, cfg)
+    ratio = result["loader"] / result["gather"]
+    print(
+        f"{cfg.data}: {len(source):,} records, batch {cfg.batch_size}, "
+        f"num_workers={cfg.num_workers}, {int(result['batches'])} shuffled batches, "
+        f"median of {cfg.repeats}"
     )
-    rows = run(cfg)
-    _print_table(
-        f"epochal core benchmark: {cfg.records:,} records x 3,072 B, batch {cfg.batch_size}, "
-        f"median of {cfg.repeats}",
-        rows,
-    )
+    print(f"  epochal.Loader      {result['loader']:>12,.0f} samples/s ({ratio:.2f}x the gather)")
+    print(f"  bare gather         {result['gather']:>12,.0f} samples/s (the source's own read)")
+    print(f"  Loader per batch    {result['overhead_us']:>12,.0f} us on top of the gather")
     return 0

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-__all__ = ["Error", "RunInterrupted", "SeedError", "StateError", "UsageError"]
+__all__ = [
+    "Error",
+    "InvalidTypeError",
+    "InvalidValueError",
+    "OutOfRangeError",
+    "RunInterrupted",
+    "SeedError",
+    "StateError",
+    "UsageError",
+]
 
 
 class Error(Exception):
     """Base class of every error epochal raises for bad input or bad data.
 
     The command line prints these as one line, without a traceback.
+    """
+
+
+class InvalidValueError(Error, ValueError):
+    """An argument's value is not one epochal accepts (a count below 1, an unknown name, ...).
+
+    Also a ``ValueError``, so code that catches the built-in keeps working.
+    """
+
+
+class InvalidTypeError(Error, TypeError):
+    """An argument is of a type epochal does not accept. Also a ``TypeError``."""
+
+
+class OutOfRangeError(Error, IndexError):
+    """An index, position or rank lies outside its range.
+
+    Also an ``IndexError``: sequence protocols (``for x in source``, ``list(source)``)
+    stop on it as they do on the built-in.
     """
 
 

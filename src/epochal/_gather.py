@@ -87,7 +87,10 @@ class AddressSpace:
             count = self.hi - self.lo - itemsize + 1
             assert count > 0, (itemsize, self.hi - self.lo)
             view = np.ndarray(
-                (count,), dtype=np.dtype((np.void, itemsize)), buffer=self.raw, strides=(1,)
+                (count,),
+                dtype=np.dtype((np.void, itemsize)),
+                buffer=self.raw,  # type: ignore[arg-type]  # a ctypes array is a buffer
+                strides=(1,),
             )
             view.flags.writeable = False
             self._items[itemsize] = view

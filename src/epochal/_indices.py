@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from epochal._errors import OutOfRangeError
+
 __all__ = ["check_indices"]
 
 
@@ -18,5 +20,5 @@ def check_indices(indices: Any, n: int, message: str) -> np.ndarray:
     array = np.asarray(indices, dtype=np.int64).reshape(-1)
     if array.size and int(array.view(np.uint64).max()) >= n:
         bad = int(array[(array < 0) | (array >= n)][0])
-        raise IndexError(message.format(bad=bad, n=n))
+        raise OutOfRangeError(message.format(bad=bad, n=n))
     return array

@@ -76,7 +76,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from epochal._errors import Error, StateError
+from epochal._errors import Error, OutOfRangeError, StateError
 from epochal._keys import check_seed_epoch as _check_seed_epoch
 from epochal._keys import round_hash as _hash
 from epochal._keys import round_keys, splitmix64_array, window_keys
@@ -267,7 +267,9 @@ class WindowLayout:
         window only, else empty). Positions and block-order slots of a window coincide.
         """
         if not 0 <= window < self.num_windows:
-            raise IndexError(f"window {window} is out of range: this layout has {self.num_windows}")
+            raise OutOfRangeError(
+                f"window {window} is out of range: this layout has {self.num_windows}"
+            )
         _total, windows, base, extra = self._cut
         g = self.global_batch_size
         if windows == 0:
@@ -818,7 +820,9 @@ class WindowedOrder(Order):
         parts = []
         for rank in sorted(set(ranks)):
             if not 0 <= rank < layout.world_size:
-                raise IndexError(f"rank {rank} is out of range for world_size {layout.world_size}")
+                raise OutOfRangeError(
+                    f"rank {rank} is out of range for world_size {layout.world_size}"
+                )
             if not slice_len:
                 continue
             lo = start + rank * slice_len

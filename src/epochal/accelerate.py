@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from epochal._errors import InvalidValueError
 from epochal.loader import Loader
 
 __all__ = ["prepare"]
@@ -49,7 +50,7 @@ def prepare(accelerator: Any, *objects: Any, device_placement: Sequence[bool] | 
         ValueError: ``device_placement`` does not have one flag per object.
     """
     if device_placement is not None and len(device_placement) != len(objects):
-        raise ValueError(
+        raise InvalidValueError(
             f"device_placement has {len(device_placement)} flags for {len(objects)} "
             f"objects; give one flag per object (or none)"
         )

@@ -34,7 +34,7 @@ def _simplejpeg() -> Any:
     global _fast_jpeg
     if _fast_jpeg is None:
         try:
-            import simplejpeg  # type: ignore[import-not-found]
+            import simplejpeg
 
             _fast_jpeg = simplejpeg.decode_jpeg
         except ImportError:
@@ -103,21 +103,22 @@ def decode_image(
     if not isinstance(data, bytes):
         raise Error(f"decode_image needs the encoded bytes of an image, got {type(data).__name__}")
     if size is not None:
-        size = (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[assignment]
-        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        pair = (size, size) if isinstance(size, int) else tuple(size)
+        if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
             raise Error(
                 f"decode_image size must be a positive int or (height, width), got {size!r}"
             )
+        size = (pair[0], pair[1])
     array = None
     # the fast decoder only where Pillow would not resize afterwards (one resampler)
-    fast = _simplejpeg() if size is None and mode != "RGBA" and data[:3] == _JPEG_MAGIC else False
+    fast = _simplejpeg() if size is None and mode != "RGBA" and data[:3] == _JPEG_MAGIC else None
     if fast:
         try:
             array = fast(data, colorspace="GRAY" if mode == "L" else "RGB")
         except Exception:
             array = None  # e.g. a CMYK or progressive file simplejpeg refuses: Pillow reads it
     if array is None:
-        array = _pillow(data, mode, size)  # type: ignore[arg-type]
+        array = _pillow(data, mode, size)
     if array.ndim == 2:
         array = array[:, :, None]
     if layout == "CHW":

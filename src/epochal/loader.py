@@ -31,7 +31,7 @@ from epochal._windows import EpochWindows, WindowedOrder, WindowFeed, WindowLayo
 from epochal.order import Order
 from epochal.plan import Plan
 from epochal.sampling import Sampler, ShuffleSampler
-from epochal.sources._protocol import SampledSource, fingerprint_of
+from epochal.sources._protocol import SampledSource, Source, fingerprint_of
 
 __all__ = ["STATE_KEYS", "STATE_VERSION", "Loader", "collate"]
 
@@ -132,7 +132,7 @@ class Loader:
 
     def __init__(
         self,
-        source: Any,
+        source: Source,
         batch_size: int,
         *,
         shuffle: bool = True,
@@ -233,8 +233,8 @@ class Loader:
         self._dataloader: torch.utils.data.DataLoader | None = None
         if self.uses_workers:
             self._dataloader = torch.utils.data.DataLoader(
-                self._fetcher,  # type: ignore[arg-type]
-                batch_sampler=self._requests,  # type: ignore[arg-type]
+                self._fetcher,
+                batch_sampler=self._requests,
                 num_workers=num_workers,
                 collate_fn=identity,
                 worker_init_fn=(

@@ -24,6 +24,7 @@ from typing import overload
 
 import numpy as np
 
+from epochal._errors import InvalidTypeError, InvalidValueError, OutOfRangeError
 from epochal._keys import order_keys
 from epochal._keys import round_hash as _hash
 
@@ -37,27 +38,27 @@ _CHUNK = 1 << 16  # positions per vectorised block: keeps temporaries in the CPU
 def _check_n(n: int) -> int:
     n = int(n)
     if not 1 <= n <= MAX_RECORDS:
-        raise ValueError(f"an order needs 1 <= n <= 2**62 records, got n={n}")
+        raise InvalidValueError(f"an order needs 1 <= n <= 2**62 records, got n={n}")
     return n
 
 
 def _as_positions(positions: np.ndarray | list[int] | range, n: int, what: str) -> np.ndarray:
     array = np.asarray(positions)
     if array.dtype.kind not in "iu":
-        raise TypeError(f"{what} must be integers, got an array of dtype {array.dtype}")
+        raise InvalidTypeError(f"{what} must be integers, got an array of dtype {array.dtype}")
     if array.dtype == np.int64:  # negatives read as huge unsigned values: one pass, both ends
         outside = array.size and int(array.view(np.uint64).max()) >= n
     else:
         outside = array.size and (array.min() < 0 or array.max() >= n)
     if outside:
         bad = array[(array < 0) | (array >= n)].flat[0]
-        raise IndexError(f"{what} {int(bad)} is out of range for an order of n={n}")
+        raise OutOfRangeError(f"{what} {int(bad)} is out of range for an order of n={n}")
     return array
 
 
 def _check_range(start: int, stop: int, n: int) -> None:
     if not 0 <= start <= stop <= n:
-        raise IndexError(f"positions [{start}, {stop}) are out of range for an order of n={n}")
+        raise OutOfRangeError(f"positions [{start}, {stop}) are out of range for an order of n={n}")
 
 
 class Order:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from epochal._errors import InvalidValueError, OutOfRangeError
+
 __all__ = ["Plan"]
 
 
@@ -62,7 +64,7 @@ class Plan:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise InvalidValueError(message)
 
     @property
     def global_batch_size(self) -> int:
@@ -86,7 +88,7 @@ class Plan:
         The vectorised form of :meth:`positions` for ``stop <= full_batches``.
         """
         if not 0 <= first <= stop <= self.full_batches:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"full batches {first}..{stop - 1} are out of range: this pass has "
                 f"{self.full_batches} full batches"
             )
@@ -99,7 +101,7 @@ class Plan:
         ``[lo, hi)`` when they are contiguous (``world_size == 1``), else None; batch
         ``first + j`` is then ``[lo + j*batch_size, lo + (j+1)*batch_size)``."""
         if not 0 <= first <= stop <= self.full_batches:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"full batches {first}..{stop - 1} are out of range: this pass has "
                 f"{self.full_batches} full batches"
             )
@@ -109,7 +111,7 @@ class Plan:
 
     def _check_batch(self, k: int) -> None:
         if not 0 <= k < len(self):
-            raise IndexError(f"batch {k} is out of range for a plan of {len(self)} batches")
+            raise OutOfRangeError(f"batch {k} is out of range for a plan of {len(self)} batches")
 
     def positions(self, k: int) -> np.ndarray:
         """Epoch positions of this rank's batch ``k`` (int64); repeats come last."""

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from epochal import _keys
+from epochal._errors import InvalidValueError
 
 __all__ = ["GlobalRNGs", "SampleRNGs", "epoch_key", "sample_rng", "sample_seed"]
 
@@ -42,7 +43,7 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """
     index = int(index)
     if index < 0:
-        raise ValueError(f"record index must be >= 0, got {index}")
+        raise InvalidValueError(f"record index must be >= 0, got {index}")
     # an explicit uint64 array: a list with a key >= 2**63 would go through float64
     key = np.array([epoch_key(seed, epoch), index], dtype=np.uint64)
     return np.random.Generator(np.random.Philox(key=key))

@@ -159,6 +159,7 @@ def test_process_pool_gives_the_same_report(tmp_path: Path) -> None:
     assert serial == pooled and len(serial.findings) == 14
 
 
+@pytest.mark.slow
 def test_registered_and_runs_as_a_real_command(project: Path) -> None:
     assert COMMANDS["lint"][0] == "epochal.lint.cli"
     env = dict(os.environ)

@@ -200,6 +200,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkilled_writer_leaves_no_openable_store_and_a_rerun_completes_it(tmp_path):
     dest = tmp_path / "s"
     child = subprocess.Popen(

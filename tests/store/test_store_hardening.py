@@ -71,6 +71,7 @@ _RACER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_writer_processes_never_mix_and_the_loser_is_told_who_won(tmp_path):
     """Two real processes start writing the same destination at the same instant, many
     times: a reader always sees exactly one writer's records, and a refused writer gets a
@@ -187,6 +188,7 @@ def test_overwrite_replaces_the_store_and_removes_the_old_shards(tmp_path):
     assert not {s.name for s in old.shards} & _shard_files(root)
 
 
+@pytest.mark.slow
 def test_sigkilled_build_overwrite_leaves_the_old_store_readable(tmp_path):
     root, manifest = _store(tmp_path, n=30)
     big = tmp_path / "big.jsonl"

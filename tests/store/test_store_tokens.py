@@ -134,6 +134,7 @@ def test_build_errors_are_one_line(tmp_path, capsys, extra, message):
     assert message in errors[0]
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_no_traceback(tmp_path):
     # over 1 MiB of lines: the last one is in the second part, tokenized in a pool worker,
     # and the error travels back to the parent

@@ -263,6 +263,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "pause"),
     [("sync", "write"), ("async", "write"), ("async", "queued")],
@@ -441,6 +442,7 @@ _LIMITED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_hit_by_a_real_save_is_reported_in_one_line(tmp_path: Path) -> None:
     """The same path with a real OS error: RLIMIT_FSIZE makes the kernel refuse the write."""
     run = subprocess.run(

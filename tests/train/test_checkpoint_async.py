@@ -277,6 +277,7 @@ _EXITS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outcome", ["ok", "fail"])
 def test_at_exit_the_write_in_flight_finishes_and_a_failure_is_reported(
     tmp_path: Path, outcome: str

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,12 +28,6 @@ from epochal.train.config import (
 from epochal.train.distributed import MeanMetrics, get_rank, get_world_size, unwrap_model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _eval_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -54,9 +47,11 @@ def _eval_worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_eval_metrics_reduce_across_ranks_without_the_padded_repeats(tmp_path: Path) -> None:
+def test_eval_metrics_reduce_across_ranks_without_the_padded_repeats(
+    tmp_path: Path, free_port: int
+) -> None:
     """P10: two ranks report the single-process mean over the 5 real records, not 6 or 2 numbers."""
-    mp.spawn(_eval_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_eval_worker, args=(free_port, str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for rank, result in enumerate(results):
         assert result["rank"] == rank and result["world"] == 2
@@ -81,12 +76,12 @@ def _restore_missing_step_worker(rank: int, port: int, directory: str, out: str)
         dist.destroy_process_group()
 
 
-def test_restore_of_a_missing_step_raises_on_every_rank(tmp_path: Path) -> None:
+def test_restore_of_a_missing_step_raises_on_every_rank(tmp_path: Path, free_port: int) -> None:
     """Only rank 0 reads the commit records; its error must reach the other ranks, which
     would otherwise wait forever for the step to load."""
     mp.spawn(
         _restore_missing_step_worker,
-        args=(_free_port(), str(tmp_path / "checkpoints"), str(tmp_path)),
+        args=(free_port, str(tmp_path / "checkpoints"), str(tmp_path)),
         nprocs=2,
         join=True,
     )

@@ -25,6 +25,7 @@ from epochal.train.verify_resume import (
 )
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_steps_and_during_a_write_resumes_bitwise(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -261,9 +261,9 @@ class ModuleContext:
             for default in (*node.args.defaults, *node.args.kw_defaults):
                 if default is not None:
                     self._dispatch(default, node, function, cls, loops, no_grad)
-            body = [node.body] if isinstance(node, ast.Lambda) else node.body
-            for stmt in body:
-                self._dispatch(stmt, node, node, method_of, (), inner_no_grad)
+            body: list[ast.AST] = [node.body] if isinstance(node, ast.Lambda) else [*node.body]
+            for child in body:
+                self._dispatch(child, node, node, method_of, (), inner_no_grad)
         elif isinstance(node, ast.ClassDef):
             self.classes.append(node)
             self._visit(node, function, node, (), no_grad)

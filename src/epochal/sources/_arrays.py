@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal._errors import Error
+from epochal._errors import Error, OutOfRangeError
 from epochal._gather import RecordLayout
 
 __all__ = ["ArraySource", "from_arrays"]
@@ -117,7 +117,7 @@ class ArraySource:
 
 def _check_index(index: int, n: int) -> int:
     if not 0 <= index < n:
-        raise IndexError(f"record index {index} is out of range for a source of {n} records")
+        raise OutOfRangeError(f"record index {index} is out of range for a source of {n} records")
     return index
 
 

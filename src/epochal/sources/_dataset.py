@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal._errors import Error
+from epochal._errors import Error, OutOfRangeError
 from epochal.sources._hf import HFSource, is_hf_dataset
 
 __all__ = ["DatasetSource", "from_dataset"]
@@ -44,7 +44,7 @@ class DatasetSource:
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < self._n:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a source of {self._n} records"
             )
         return self.dataset[index]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal._errors import Error
+from epochal._errors import Error, OutOfRangeError
 
 __all__ = ["HFSource", "hf_records", "is_hf_dataset"]
 
@@ -229,7 +229,7 @@ class HFSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         if not 0 <= index < self._n:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a source of {self._n} records"
             )
         return dict(self._numpy[index])

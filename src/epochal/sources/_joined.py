@@ -101,7 +101,7 @@ class JoinedColumns:
                 view = np.ndarray(
                     ((space.hi - lo) // row, *layout.shape),
                     dtype=layout.dtype,
-                    buffer=space.raw,
+                    buffer=space.raw,  # type: ignore[arg-type]  # a ctypes array is a buffer
                     offset=lo - space.lo,
                 )
                 view.flags.writeable = False

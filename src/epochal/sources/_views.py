@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from epochal._apportion import largest_remainder
-from epochal._errors import Error
+from epochal._errors import Error, OutOfRangeError
 from epochal._indices import check_indices
 from epochal._keys import check_seed, split_seed
 from epochal.order import ShuffledOrder
@@ -73,7 +73,7 @@ class SubsetSource:
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < len(self.indices):
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a subset of {len(self.indices)} records"
             )
         return self.source[int(self.indices[index])]
@@ -220,7 +220,7 @@ class ConcatSource:
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not 0 <= index < len(self):
-            raise IndexError(_OUT_OF_RANGE.format(bad=index, n=len(self)))
+            raise OutOfRangeError(_OUT_OF_RANGE.format(bad=index, n=len(self)))
         if self._flat is not None:
             return self._flat[index]
         which = int(np.searchsorted(self.offsets, index, side="right")) - 1

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from epochal._errors import InvalidValueError
 from epochal.store._format import Column
 from epochal.store._ingest import Part
 from epochal.store._record_blocks import Block, from_records
@@ -63,7 +64,7 @@ def parallel_blocks(
     one-process block.
     """
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise InvalidValueError(f"workers must be at least 1, got {workers}")
     given = columns
     done = 0  # records yielded so far
     if workers == 1:

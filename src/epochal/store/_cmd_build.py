@@ -6,8 +6,9 @@ import math
 import sys
 import time
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -133,6 +134,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
                 bar.update(1)
 
         def counted_blocks():
+            assert source.parts is not None  # only called when the format has parts
             blocks = parallel_blocks(source.parts, workers, source.columns)
             while True:
                 try:
@@ -148,7 +150,7 @@ def _build(cfg: BuildConfig, shard_size: int) -> int:
 
         workers = default_workers() if cfg.workers is None else cfg.workers
         # formats without parts (.npy/.npz: already columns) are written in this process
-        records = Blocks(counted_blocks()) if source.parts is not None else counted()
+        records: Iterable[Any] = Blocks(counted_blocks()) if source.parts is not None else counted()
         try:
             manifest = write(
                 records,

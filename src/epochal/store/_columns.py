@@ -266,7 +266,7 @@ class ColumnView:
                 )
             self.offsets = offsets
             self.data = np.frombuffer(data, dtype=np.uint8) if size else np.zeros(1, dtype=np.uint8)
-            self._memory = memoryview(self.data)
+            self._memory = self.data.data  # the array's own memoryview
             return
         dtype = column.numpy_dtype
         if column.kind == "scalar" and dtype.kind == "b":

@@ -31,11 +31,12 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import xxhash
 
+from epochal._errors import InvalidValueError
 from epochal.store._errors import CorruptStoreError, StoreError
 
 __all__ = [
@@ -132,22 +133,28 @@ class Column:
     def from_json(cls, data: Any) -> Column:
         """Parse a column entry; ValueError naming the field when it is not a valid one."""
         if not isinstance(data, dict):
-            raise ValueError(f"a column entry must be an object, got {data!r}")
+            raise InvalidValueError(f"a column entry must be an object, got {data!r}")
         name, kind = data.get("name"), data.get("kind")
         if not isinstance(name, str) or not name or "\x00" in name:
-            raise ValueError(f"column name must be a non-empty string without NUL, got {name!r}")
+            raise InvalidValueError(
+                f"column name must be a non-empty string without NUL, got {name!r}"
+            )
         if kind not in KINDS:
-            raise ValueError(f"column {name!r} has kind {kind!r}, expected one of {list(KINDS)}")
+            raise InvalidValueError(
+                f"column {name!r} has kind {kind!r}, expected one of {list(KINDS)}"
+            )
         dtype, shape = data.get("dtype"), data.get("shape", [])
         if kind in ("bytes", "str"):
             if dtype is not None or "shape" in data:
-                raise ValueError(f"column {name!r} of kind {kind!r} cannot have a dtype or shape")
+                raise InvalidValueError(
+                    f"column {name!r} of kind {kind!r} cannot have a dtype or shape"
+                )
             return cls(name=name, kind=kind)
         _check_dtype(name, dtype)
         if (kind == "scalar" and shape != []) or (kind == "list" and "shape" in data):
-            raise ValueError(f"{kind} column {name!r} cannot have a shape, got {shape!r}")
+            raise InvalidValueError(f"{kind} column {name!r} cannot have a shape, got {shape!r}")
         if kind == "list" and np.dtype(dtype).kind not in "iuf":
-            raise ValueError(
+            raise InvalidValueError(
                 f"list column {name!r} has dtype {dtype!r}; list columns hold int, uint or "
                 f"float elements"
             )
@@ -156,7 +163,7 @@ class Column:
         return cls(name=name, kind=kind, dtype=dtype, shape=tuple(shape))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -173,7 +180,7 @@ def _check_dtype(name: str, dtype: Any) -> None:
         or parsed.kind not in "biufc"
         or parsed.byteorder == ">"
     ):
-        raise ValueError(
+        raise InvalidValueError(
             f"column {name!r} has dtype {dtype!r}; expected a little-endian numpy dtype string of "
             f"bool/int/uint/float/complex such as '<f4' or '|u1'"
         )
@@ -185,14 +192,14 @@ def _check_shape(name: str, shape: Any, itemsize: int) -> None:
         or not 1 <= len(shape) <= MAX_NDIM
         or not all(_is_int(d) and d >= 1 for d in shape)
     ):
-        raise ValueError(
+        raise InvalidValueError(
             f"array column {name!r} has shape {shape!r}; expected a list of 1 to {MAX_NDIM} positive integers"
         )
     size = itemsize
     for d in shape:
         size *= d
         if size > MAX_RECORD_BYTES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"array column {name!r} has shape {shape!r}: over {MAX_RECORD_BYTES} bytes per record"
             )
 
@@ -230,12 +237,12 @@ class Shard:
         granules_xxh3 = data.get("granules_xxh3")
         if granules_xxh3 is not None or granule_records is not None:
             if not _is_int(granule_records) or not 1 <= granule_records <= data["records"]:
-                raise ValueError(
+                raise InvalidValueError(
                     f"shard {data['name']}: granule_records must be an integer in "
                     f"[1, {data['records']}], got {granule_records!r}"
                 )
             if not isinstance(granules_xxh3, str) or not _XXH3.match(granules_xxh3):
-                raise ValueError(
+                raise InvalidValueError(
                     f"shard {data['name']}: granules_xxh3 must be 16 hex digits, got "
                     f"{granules_xxh3!r}"
                 )
@@ -252,18 +259,22 @@ class Shard:
 def check_shard_entry(data: Any) -> None:
     """Check the fields of one manifest shard entry this code knows (others are allowed)."""
     if not isinstance(data, dict):
-        raise ValueError(f"a shard entry must be an object, got {data!r}")
+        raise InvalidValueError(f"a shard entry must be an object, got {data!r}")
     name = data.get("name")
     if not isinstance(name, str) or not (_SHARD_NAME.match(name) or _V1_SHARD_NAME.match(name)):
-        raise ValueError(
+        raise InvalidValueError(
             f"shard name {name!r} is not a shard file name (part-<partition>-<build>-<seq>.arrow)"
         )
     for key, top in (("records", MAX_SHARD_RECORDS), ("bytes", MAX_SHARD_BYTES)):
         value = data.get(key)
         if not _is_int(value) or not 1 <= value <= top:
-            raise ValueError(f"shard {name}: {key} must be an integer in [1, {top}], got {value!r}")
+            raise InvalidValueError(
+                f"shard {name}: {key} must be an integer in [1, {top}], got {value!r}"
+            )
     if not isinstance(data.get("xxh3"), str) or not _XXH3.match(data["xxh3"]):
-        raise ValueError(f"shard {name}: xxh3 must be 16 hex digits, got {data.get('xxh3')!r}")
+        raise InvalidValueError(
+            f"shard {name}: xxh3 must be 16 hex digits, got {data.get('xxh3')!r}"
+        )
 
 
 def shard_build(name: str) -> str | None:
@@ -292,13 +303,15 @@ def _check_shard_order(shards: tuple[Shard, ...], version: int) -> None:
         elif version == 1 and (old := _V1_SHARD_NAME.match(shard.name)):
             key = (int(old.group(1)), "", int(old.group(2)))
         else:
-            raise ValueError(f"shard name {shard.name!r} is not a version {version} shard name")
+            raise InvalidValueError(
+                f"shard name {shard.name!r} is not a version {version} shard name"
+            )
         if previous is not None and key[0] == previous[0]:
             ok = key[1] == previous[1] and key[2] == previous[2] + 1
         else:
             ok = key[2] == 0 and (previous is None or key[0] > previous[0])
         if not ok:
-            raise ValueError(
+            raise InvalidValueError(
                 f"shard {shard.name} is out of order (shards go by partition, then sequence "
                 f"number from 0 with no gap, one build per partition)"
             )
@@ -380,19 +393,19 @@ def _parse_body(data: dict[str, Any], version: int) -> Manifest:
     """The manifest a parsed JSON body describes; ValueError naming the first bad field."""
     columns, shards, metadata = data.get("columns"), data.get("shards"), data.get("metadata", {})
     if not isinstance(columns, list) or not columns:
-        raise ValueError(f"columns must be a non-empty list, got {columns!r}")
+        raise InvalidValueError(f"columns must be a non-empty list, got {columns!r}")
     if not isinstance(shards, list) or not shards:
-        raise ValueError(
+        raise InvalidValueError(
             f"shards must be a non-empty list, got {shards!r} (a store has at least one record)"
         )
     if not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be an object, got {metadata!r}")
+        raise InvalidValueError(f"metadata must be an object, got {metadata!r}")
     if not _is_int(data.get("num_records")) or not 1 <= data["num_records"] <= MAX_RECORDS:
-        raise ValueError(
+        raise InvalidValueError(
             f"num_records must be an integer in [1, {MAX_RECORDS}], got {data.get('num_records')!r}"
         )
     if not isinstance(data.get("fingerprint"), str):
-        raise ValueError(f"fingerprint must be a string, got {data.get('fingerprint')!r}")
+        raise InvalidValueError(f"fingerprint must be a string, got {data.get('fingerprint')!r}")
     manifest = Manifest(
         columns=tuple(Column.from_json(c) for c in columns),
         shards=tuple(Shard.from_json(s) for s in shards),
@@ -401,13 +414,17 @@ def _parse_body(data: dict[str, Any], version: int) -> Manifest:
     )
     lists = [c.name for c in manifest.columns if c.kind == "list"]
     if lists and version < LIST_VERSION:
-        raise ValueError(f"list columns {lists} need format version {LIST_VERSION}, not {version}")
+        raise InvalidValueError(
+            f"list columns {lists} need format version {LIST_VERSION}, not {version}"
+        )
     if len({c.name for c in manifest.columns}) != len(manifest.columns):
-        raise ValueError("a column name is repeated")
+        raise InvalidValueError("a column name is repeated")
     if len({s.name for s in manifest.shards}) != len(manifest.shards):
-        raise ValueError("a shard is listed twice")
+        raise InvalidValueError("a shard is listed twice")
     if manifest.num_records > MAX_RECORDS:
-        raise ValueError(f"the shards hold {manifest.num_records} records, over {MAX_RECORDS}")
+        raise InvalidValueError(
+            f"the shards hold {manifest.num_records} records, over {MAX_RECORDS}"
+        )
     _check_shard_order(manifest.shards, version)
     return manifest
 

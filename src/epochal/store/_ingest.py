@@ -389,7 +389,7 @@ def _columns_ingest(columns: dict[str, np.ndarray], path: str) -> Ingest:
         raise StoreError(
             f"{path!r}: need arrays with one shared first axis of records, got shapes {lengths}"
         )
-    n = next(iter(lengths.values()))
+    n = int(next(iter(columns.values())).shape[0])
     return Ingest(({name: a[i] for name, a in columns.items()} for i in range(n)), total=n)
 
 
@@ -421,7 +421,8 @@ def _webdataset(path: str) -> Ingest:
 def _tar_records(name: str) -> Iterator[dict[str, Any]]:
     try:
         with tarfile.open(name, "r:*") as tar:
-            key, record = None, {}
+            key: str | None = None
+            record: dict[str, Any] = {}
             for member in tar:
                 if not member.isfile():
                     continue

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from epochal._errors import OutOfRangeError
 from epochal._gather import AddressSpace, RecordLayout
 from epochal.store._blocks import ShardHead, _Col
 from epochal.store._checks import check_shard
@@ -160,7 +161,7 @@ class StoreSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = int(index)
         if not 0 <= i < self._n:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"record index {index} is out of range for a store of {self._n} records"
             )
         if self._cache is not None:
@@ -188,7 +189,9 @@ class StoreSource:
         # one check for both ends: negative indices wrap around to huge unsigned values
         if idx.size and int(idx.view(np.uint64).max()) >= self._n:
             bad = idx[(idx < 0) | (idx >= self._n)][0]
-            raise IndexError(f"record index {bad} is out of range for a store of {self._n} records")
+            raise OutOfRangeError(
+                f"record index {bad} is out of range for a store of {self._n} records"
+            )
         fixed = self._fixed
         if fixed is not None and self._pid == os.getpid():
             return self._gather_fixed(idx, fixed)

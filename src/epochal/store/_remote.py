@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from epochal._errors import InvalidValueError
 from epochal.store._blocks import (
     BLOCKS_DIR,
     ShardHead,
@@ -141,7 +142,9 @@ class ShardCache(CachedReads):
             max_bytes if max_bytes is not None else int(env) if env else DEFAULT_CACHE_SIZE
         )
         if self.max_bytes < 1:
-            raise ValueError(f"cache_size must be a positive number of bytes, got {self.max_bytes}")
+            raise InvalidValueError(
+                f"cache_size must be a positive number of bytes, got {self.max_bytes}"
+            )
         shards = manifest.shards
         self.blocks = bool(shards) and all(s.granules_xxh3 is not None for s in shards)
         self._g = np.array(
@@ -150,7 +153,7 @@ class ShardCache(CachedReads):
         )
         units = np.maximum(1, -(-np.array([s.records for s in shards], dtype=np.int64) // self._g))
         self._unit_base = np.concatenate([[0], np.cumsum(units)]).astype(np.int64)
-        self._by_digest = {}
+        self._by_digest: dict[str, int] = {}
         for k, s in enumerate(shards):
             self._by_digest.setdefault(s.xxh3, k)
         self._small_cols = self._pick_small_columns() if self.blocks else frozenset()

@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
+from epochal._errors import InvalidValueError
 from epochal.sources._hf import hf_records, is_hf_dataset
 from epochal.store._blocks import write_block_index
 from epochal.store._columns import ColumnBuilder, arrow_schema, check_record, infer_columns
@@ -127,21 +128,25 @@ def write(
             another build writing to ``dest`` now (the message names it).
     """
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive whole number of bytes, got {shard_size!r}")
+        raise InvalidValueError(
+            f"shard_size must be a positive whole number of bytes, got {shard_size!r}"
+        )
     if partition is None and num_partitions is not None:
-        raise ValueError(
+        raise InvalidValueError(
             f"pass partition and num_partitions together (got partition={partition}, num_partitions={num_partitions})"
         )
     if partition is not None and not 0 <= partition < (
         partition + 1 if num_partitions is None else num_partitions
     ):
-        raise ValueError(f"partition must be in [0, {num_partitions}), got {partition}")
+        raise InvalidValueError(f"partition must be in [0, {num_partitions}), got {partition}")
     if attempt is not None and partition is None:
-        raise ValueError(f"attempt={attempt!r} names an attempt at a partition; pass partition too")
+        raise InvalidValueError(
+            f"attempt={attempt!r} names an attempt at a partition; pass partition too"
+        )
     build = new_build_id() if attempt is None else str(attempt)
     list_names = frozenset([lists] if isinstance(lists, str) else map(str, lists))
     if not _ATTEMPT.match(build):
-        raise ValueError(
+        raise InvalidValueError(
             f"attempt must be 1-64 letters, digits or '_' (it names files), got {attempt!r}"
         )
     meta = dict(metadata or {})

@@ -15,16 +15,17 @@ instant (even with ``keep_last=1``) leaves the previous good checkpoint loadable
 
 With ``async_save=True``, ``save`` only takes a snapshot of the state in CPU memory and
 returns; one background thread then writes it by the same protocol (see ``Checkpointer``).
+
+Layout: this module decides what a checkpoint holds, which rank writes and reads it, and
+what to keep; the atomic writes and commit-record checks are ``_checkpoint_files``, the
+in-memory snapshot and its writer thread ``_async_save``.
 """
 
 from __future__ import annotations
 
 import atexit
-import errno
 import json
 import os
-import re
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -36,62 +37,32 @@ import torch.distributed as dist
 import xxhash
 from torch import nn
 
-from epochal._errors import Error, StateError
+from epochal._errors import InvalidTypeError, InvalidValueError, StateError
 from epochal.train._async_save import PendingSave, snapshot
+from epochal.train._checkpoint_files import (
+    _COMMIT,
+    _PAYLOAD,
+    _TEMP_PREFIX,
+    FORMAT,
+    VERSION,
+    CheckpointSaveError,
+    _atomic_write,
+    _atomic_write_json,
+    _commit_problem,
+    _fsync_dir,
+)
 from epochal.train._faults import pause_point
 from epochal.train.distributed import get_rank, get_world_size, unwrap_model
 from epochal.train.seeding import rng_states, set_rng_states
 
 __all__ = ["CheckpointSaveError", "CheckpointWarning", "Checkpointer", "load_model_state"]
 
-FORMAT = "epochal.checkpoint"
-VERSION = 1
-_COMMIT = re.compile(r"^step_(\d{12})\.json$")
-_PAYLOAD = re.compile(r"^step_(\d{12})-[0-9a-f]{8}\.pt$")
-_TEMP_PREFIX = ".tmp-"
 _CHUNK = 8 << 20  # bytes per read when verifying a checksum
 _PREFIX = "module."  # what DataParallel / DistributedDataParallel put before every key
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped (incomplete or corrupt) or restored only in part."""
-
-
-class CheckpointSaveError(Error):
-    """A write of a checkpoint failed: the disk is full (any save), or any error of a
-    background (``async_save=True``) write.
-
-    A background failure is raised by the next ``save``, ``wait``, ``close`` (or anything
-    else that waits for the write). ``path`` is the checkpoint file that was not written,
-    ``__cause__`` the error. The previous checkpoints are untouched.
-    """
-
-    def __init__(self, message: str, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-class _HashingWriter:
-    """A file object that hashes every byte written through it (torch.save writes here)."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-        self.hash = xxhash.xxh3_64()
-        self.size = 0
-        self.error: OSError | None = None  # torch.save hides it behind "unexpected pos ..."
-
-    def write(self, data: Any) -> int:
-        self.hash.update(data)
-        try:
-            n = self._f.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-        self.size += n
-        return n
-
-    def flush(self) -> None:
-        self._f.flush()
 
 
 class Checkpointer:
@@ -161,9 +132,9 @@ class Checkpointer:
         async_save: bool = False,
     ) -> None:
         if keep_last is not None and keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
+            raise InvalidValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
         if keep_best is not None and (len(keep_best) != 2 or keep_best[1] not in ("min", "max")):
-            raise ValueError(
+            raise InvalidValueError(
                 f"keep_best must be (metric, 'min') or (metric, 'max'), got {keep_best!r}"
             )
         self.directory = Path(directory)
@@ -196,7 +167,7 @@ class Checkpointer:
             CheckpointSaveError: The previous asynchronous save failed (nothing new is saved).
         """
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+            raise InvalidValueError(f"step must be >= 0, got {step}")
         self.wait()
         self._clean_leftovers()
         states = {name: _state_of(name, obj) for name, obj in components.items()}
@@ -416,7 +387,7 @@ class Checkpointer:
             elif hasattr(obj, "load_state_dict"):
                 obj.load_state_dict(saved[name])
             else:
-                raise TypeError(
+                raise InvalidTypeError(
                     f"component {name!r} ({type(obj).__name__}) has no load_state_dict()"
                 )
         rng = payload["rng"]
@@ -528,34 +499,6 @@ class Checkpointer:
         return payload
 
 
-def _commit_problem(commit: Any, step: int) -> str | None:
-    """What is wrong with the shape of a parsed commit record of ``step``, or None.
-
-    The record is untrusted: its ``file`` must be a bare payload name of the same step
-    (never a path, so never a file outside the directory), its numbers numbers.
-    """
-    if not isinstance(commit, dict):
-        return f"expected a JSON object, got {type(commit).__name__}"
-    if commit.get("format") != FORMAT:
-        return f"format is {commit.get('format')!r}, expected {FORMAT!r}"
-    name = commit.get("file")
-    match = _PAYLOAD.match(name) if isinstance(name, str) else None
-    if match is None or int(match.group(1)) != step:
-        return (
-            f"file {name!r} is not the name of a step {step} checkpoint file in this directory "
-            f"(step_{step:012d}-<8 hex>.pt)"
-        )
-    for key, kind in (("bytes", int), ("xxh3_64", str), ("metrics", dict)):
-        value = commit.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            return f"{key} is {value!r}, expected a {kind.__name__}"
-    if not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in commit["metrics"].values()
-    ):
-        return f"metrics {commit['metrics']!r} are not all numbers"
-    return None
-
-
 def load_model_state(model: nn.Module, state: Mapping[str, Any], *, strict: bool = True) -> None:
     """``load_state_dict`` that accepts keys with or without the ``module.`` prefix (P10).
 
@@ -577,7 +520,7 @@ def _state_of(name: str, obj: Any) -> Any:
     if isinstance(obj, nn.Module):
         return unwrap_model(obj).state_dict()
     if not hasattr(obj, "state_dict"):
-        raise TypeError(
+        raise InvalidTypeError(
             f"component {name!r} ({type(obj).__name__}) has no state_dict(); pass objects "
             f"with state_dict()/load_state_dict(), or put plain values in config/metrics"
         )
@@ -603,60 +546,3 @@ def _gather(local: Any) -> list[Any]:
 def _barrier() -> None:
     if get_world_size() > 1:
         dist.barrier()
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _no_space(path: Path, err: OSError) -> CheckpointSaveError:
-    return CheckpointSaveError(
-        f"cannot save checkpoint {path}: no space left for it ({err.strerror}: the disk holding "
-        f"{path.parent} is full, or a quota or file size limit is reached); free space there or "
-        f"save elsewhere. The previous checkpoints are untouched",
-        path,
-    )
-
-
-def _atomic_write(path: Path, payload: Any, *, pause_step: int, durable: bool) -> tuple[int, str]:
-    fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
-    writer: _HashingWriter | None = None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer = _HashingWriter(f)
-            torch.save(payload, writer)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        pause_point("write", pause_step)
-        os.replace(temp, path)
-    except BaseException as err:
-        Path(temp).unlink(missing_ok=True)
-        cause = err if isinstance(err, OSError) else writer.error if writer else None
-        if cause is not None and cause.errno in _NO_SPACE:
-            raise _no_space(path, cause) from err
-        raise
-    return writer.size, writer.hash.hexdigest()
-
-
-def _atomic_write_json(path: Path, data: Any, *, durable: bool) -> None:
-    fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException as err:
-        Path(temp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in _NO_SPACE:
-            raise _no_space(path, err) from err
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import tyro
 
-from epochal._errors import Error, SeedError, UsageError
+from epochal._errors import Error, InvalidTypeError, SeedError, UsageError
 from epochal._keys import check_seed
 
 __all__ = [
@@ -221,7 +221,7 @@ def to_dict(config: Any) -> dict[str, Any]:
     read with ``torch.load(weights_only=True)``, which refuses ``pathlib`` objects).
     """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"expected a dataclass instance, got {type(config).__name__}")
+        raise InvalidTypeError(f"expected a dataclass instance, got {type(config).__name__}")
     return json.loads(json.dumps(dataclasses.asdict(config), default=_plain))
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from epochal._errors import InvalidValueError
+
 __all__ = [
     "DistInfo",
     "MeanMetrics",
@@ -60,7 +62,7 @@ def init_distributed(*, device: str = "auto", backend: str | None = None) -> Dis
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {device!r}")
+        raise InvalidValueError(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {device!r}")
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         target = torch.device("cuda", local_rank)
@@ -149,21 +151,25 @@ class MeanMetrics:
             **values: One 1-D tensor per metric, one value per record of the batch.
         """
         if not values:
-            raise ValueError("MeanMetrics.update() needs at least one metric, e.g. loss=losses")
+            raise InvalidValueError(
+                "MeanMetrics.update() needs at least one metric, e.g. loss=losses"
+            )
         keep = None if repeat is None else ~repeat.to(device=self.device, dtype=torch.bool)
         count = None
         for name, value in values.items():
             value = value.detach().to(device=self.device, dtype=torch.float64).reshape(-1)
             if keep is not None:
                 if keep.shape != value.shape:
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"metric {name!r} has {value.numel()} values but the batch has "
                         f"{keep.numel()} records"
                     )
                 value = value[keep]
             count = value.numel() if count is None else count
             if value.numel() != count:
-                raise ValueError(f"metric {name!r} has {value.numel()} values, expected {count}")
+                raise InvalidValueError(
+                    f"metric {name!r} has {value.numel()} values, expected {count}"
+                )
             if name not in self._sums:
                 self._sums[name] = torch.zeros((), dtype=torch.float64, device=self.device)
             self._sums[name] += value.sum()

@@ -31,7 +31,7 @@ from epochal.train.logging import setup_logging
 from epochal.train.models import make_model
 from epochal.train.run_dir import check_run_dir, clear_run_dir
 from epochal.train.seeding import seed_everything
-from epochal.train.trainer import Trainer, warmup_schedule
+from epochal.train.trainer import Trainer, total_steps, warmup_schedule
 
 __all__ = ["Job", "augment_image", "build", "main", "open_source", "run"]
 
@@ -203,29 +203,30 @@ def build(config: RunConfig) -> Job:
     )
     model = wrap_model(model, device=info.device, sync_batchnorm=config.sync_batchnorm)
     optimizer = _optimizer(config, model)
+    scheduler = warmup_schedule(
+        optimizer,
+        warmup_steps=config.optim.warmup_steps,
+        total_steps=total_steps(config.trainer, train_loader),
+        schedule=config.optim.schedule,
+    )
     trainer = Trainer(
         model,
         optimizer,
         train_loader,
         run_dir=config.run_dir,
         config=config.trainer,
+        scheduler=scheduler,
         val_loader=val_loader,
         input_key=data.input_key,
         target_key=data.target_key,
         run_config=config,
-    )
-    trainer.scheduler = warmup_schedule(
-        optimizer,
-        warmup_steps=config.optim.warmup_steps,
-        total_steps=trainer.total_steps(),
-        schedule=config.optim.schedule,
     )
     return Job(
         config=config,
         dist=info,
         model=model,
         optimizer=optimizer,
-        scheduler=trainer.scheduler,
+        scheduler=scheduler,
         train_loader=train_loader,
         val_loader=val_loader,
         trainer=trainer,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from epochal._errors import InvalidValueError
+
 __all__ = ["CLASSES", "SPLITS", "make_shapes", "make_split"]
 
 CLASSES = ("circle", "square", "triangle", "cross")
@@ -19,7 +21,7 @@ _CHUNK = 1024  # images drawn per vectorised step (bounds the float64 temporarie
 def make_split(split: str, n: int | None = None) -> dict[str, np.ndarray]:
     """The ``"train"`` or ``"val"`` split (``n`` records, default 4000 / 1000)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        raise InvalidValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     seed, default = SPLITS[split]
     return make_shapes(default if n is None else n, seed=seed)
 
@@ -27,7 +29,7 @@ def make_split(split: str, n: int | None = None) -> dict[str, np.ndarray]:
 def make_shapes(n: int, *, seed: int, size: int = 32) -> dict[str, np.ndarray]:
     """``n`` shape images and labels: ``{"image": uint8 (n, 3, size, size), "label": int64 (n,)}``."""
     if n < 1 or size < 8:
-        raise ValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
+        raise InvalidValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(CLASSES), n)
     images = np.empty((n, 3, size, size), dtype=np.uint8)

@@ -25,13 +25,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from epochal._errors import RunInterrupted
+from epochal._errors import InvalidTypeError, InvalidValueError, RunInterrupted
 from epochal.train._faults import pause_point
 from epochal.train.checkpoint import Checkpointer
 from epochal.train.config import TrainerConfig, save_config
@@ -45,7 +45,10 @@ from epochal.train.distributed import (
 from epochal.train.logging import RunLogger, progress_bar
 from epochal.train.seeding import preserved_rng_states
 
-__all__ = ["Trainer", "warmup_schedule"]
+if TYPE_CHECKING:
+    from epochal.loader import Loader
+
+__all__ = ["Trainer", "total_steps", "warmup_schedule"]
 
 log = logging.getLogger("epochal")
 
@@ -66,9 +69,11 @@ def warmup_schedule(
         schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay after warm-up.
     """
     if schedule not in ("constant", "cosine", "linear"):
-        raise ValueError(f"schedule must be 'constant', 'cosine' or 'linear', got {schedule!r}")
+        raise InvalidValueError(
+            f"schedule must be 'constant', 'cosine' or 'linear', got {schedule!r}"
+        )
     if warmup_steps < 0 or total_steps < 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}"
         )
 
@@ -111,7 +116,7 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        train_loader: Any,
+        train_loader: Loader,
         *,
         run_dir: str | Path,
         config: TrainerConfig | None = None,
@@ -181,10 +186,7 @@ class Trainer:
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole run (max_steps, or epochs of the training loader)."""
-        if self.config.max_steps is not None:
-            return self.config.max_steps
-        per_epoch = math.ceil(batches_per_epoch(self.train_loader) / self.config.grad_accum)
-        return self.config.epochs * per_epoch
+        return total_steps(self.config, self.train_loader)
 
     def fit(self) -> dict[str, float]:
         """Restore from ``run_dir`` if it has a checkpoint, train to the end, evaluate, save.
@@ -245,10 +247,8 @@ class Trainer:
 
     def _train(self, total: int, logger: RunLogger, order: _OrderLog | None) -> dict[str, float]:
         cfg = self.config
-        world = get_world_size()
         bar = progress_bar(total, initial=min(self.step, total), enabled=cfg.progress)
-        losses: list[torch.Tensor] = []  # detached: no graphs kept alive (P11); summed when logged
-        samples, tick = 0, time.perf_counter()
+        window = _LogWindow(tick=time.perf_counter())
         last: dict[str, float] = {}
         saved_step = self.step if self.step > 0 else -1
         self.model.train()
@@ -258,57 +258,22 @@ class Trainer:
             if batches == 0:  # an epoch with nothing left: move to the next one
                 self.train_loader.set_epoch(epoch + 1)
                 continue
-            group: list[Any] = []
+            group: list[tuple[int, dict[str, Any]]] = []
             for i, batch in enumerate(self.train_loader):
-                group_size = min(cfg.grad_accum, batches - (i // cfg.grad_accum) * cfg.grad_accum)
-                last_in_group = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches
-                loss = self._backward(batch, group_size, sync=last_in_group)
-                losses.append(loss)
-                samples += len(batch[self.target_key]) * world
                 if order is not None:
                     group.append((epoch, batch))
-                if not last_in_group:
-                    continue
-                self._optimizer_step()
-                self.step += 1
-                if order is not None:
-                    order.write(self.step, group)
-                    group = []
-                pause_point("step", self.step)
+                if not self._accumulate(i, batch, batches, window):
+                    continue  # more batches before this optimizer step
+                self._step(order, group)
+                group = []
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == total:
-                    mean_loss = float(torch.stack(losses).float().mean()) if losses else math.nan
-                    now = time.perf_counter()
-                    rate = samples / max(now - tick, 1e-9)
-                    last["train_loss"] = mean_loss
-                    logger.scalars(
-                        self.step,
-                        {
-                            "train/loss": mean_loss,
-                            "train/lr": self._lr(),
-                            "train/samples_per_s": rate,
-                        },
-                    )
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:,.0f}")
-                    losses.clear()
-                    samples, tick = 0, now
-                evaluated = False
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < total:
+                    last["train_loss"] = self._log_train(logger, bar, window)
+                evaluated = bool(cfg.eval_every) and self._due(cfg.eval_every, total)
+                if evaluated:
                     last.update(self.evaluate())
-                    logger.scalars(
-                        self.step,
-                        {
-                            k.replace("_", "/", 1): v
-                            for k, v in last.items()
-                            if k.startswith("val_")
-                        },
-                    )
-                    evaluated = True
-                if (
-                    cfg.checkpoint_every
-                    and self.step % cfg.checkpoint_every == 0
-                    and self.step < total
-                ):
+                    self._log_val(logger, last)
+                if cfg.checkpoint_every and self._due(cfg.checkpoint_every, total):
                     self.checkpointer.save(
                         self.step, metrics=_val(last) if evaluated else None, **self.components()
                     )
@@ -317,22 +282,73 @@ class Trainer:
                     break
                 if self._stop_requested():
                     bar.close()
-                    if saved_step != self.step:
-                        self.checkpointer.save(self.step, **self.components())
-                    self.checkpointer.wait()
-                    barrier()
-                    raise self._interrupted(total)
+                    raise self._stop(total, saved_step)
         bar.close()
+        return self._finish(logger, last, saved_step)
+
+    # -- the loop's parts ---------------------------------------------------------------
+
+    def _accumulate(self, i: int, batch: dict[str, Any], batches: int, window: _LogWindow) -> bool:
+        """Backward of batch ``i`` of this pass's ``batches``; True when it ends a step."""
+        accum = self.config.grad_accum
+        group_size = min(accum, batches - (i // accum) * accum)  # the pass's last may be short
+        last_in_group = (i + 1) % accum == 0 or i + 1 == batches
+        window.losses.append(self._backward(batch, group_size, sync=last_in_group))
+        window.samples += len(batch[self.target_key]) * get_world_size()
+        return last_in_group
+
+    def _step(self, order: _OrderLog | None, group: list[tuple[int, dict[str, Any]]]) -> None:
+        """The optimizer step that ends a group of batches; the step counter moves on."""
+        self._optimizer_step()
+        self.step += 1
+        if order is not None:
+            order.write(self.step, group)
+        pause_point("step", self.step)
+
+    def _due(self, every: int, total: int) -> bool:
+        """Whether a periodic evaluation or checkpoint falls on this step (the last step
+        has its own, after the loop)."""
+        return self.step % every == 0 and self.step < total
+
+    def _log_train(self, logger: RunLogger, bar: Any, window: _LogWindow) -> float:
+        """Log the mean loss and throughput since the last log; returns that mean loss."""
+        mean_loss = float(torch.stack(window.losses).float().mean()) if window.losses else math.nan
+        now = time.perf_counter()
+        rate = window.samples / max(now - window.tick, 1e-9)
+        logger.scalars(
+            self.step,
+            {"train/loss": mean_loss, "train/lr": self._lr(), "train/samples_per_s": rate},
+        )
+        bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:,.0f}")
+        window.losses.clear()
+        window.samples, window.tick = 0, now
+        return mean_loss
+
+    def _log_val(self, logger: RunLogger, last: dict[str, float]) -> None:
+        """Log the validation metrics of ``last`` (``val_loss`` -> ``val/loss``)."""
+        values = {k.replace("_", "/", 1): v for k, v in last.items() if k.startswith("val_")}
+        logger.scalars(self.step, values)
+
+    def _stop(self, total: int, saved_step: int) -> RunInterrupted:
+        """Save this step (unless just saved) for a stop request; the error to raise."""
+        if saved_step != self.step:
+            self.checkpointer.save(self.step, **self.components())
+        self.checkpointer.wait()
+        barrier()
+        return self._interrupted(total)
+
+    def _finish(
+        self, logger: RunLogger, last: dict[str, float], saved_step: int
+    ) -> dict[str, float]:
+        """The final evaluation and checkpoint; the run's summary metrics."""
         last.update(self.evaluate())
         if last:
-            logger.scalars(
-                self.step,
-                {k.replace("_", "/", 1): v for k, v in last.items() if k.startswith("val_")},
-            )
+            self._log_val(logger, last)
         if saved_step != self.step:
             self.checkpointer.save(self.step, metrics=_val(last), **self.components())
         self.checkpointer.wait()  # durable before any rank returns
         barrier()
+        world = get_world_size()
         if world > 1 and "train_loss" in last:  # the mean over all ranks, not rank 0's own
             loss = torch.tensor([last["train_loss"]], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(loss)
@@ -413,6 +429,17 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
+def total_steps(config: TrainerConfig, train_loader: Any) -> int:
+    """Optimizer steps of a run: ``config.max_steps``, or its epochs of ``train_loader``.
+
+    A function of the config and the loader alone, so a scheduler that needs the run's
+    length can be built before the Trainer that will step it.
+    """
+    if config.max_steps is not None:
+        return config.max_steps
+    return config.epochs * math.ceil(batches_per_epoch(train_loader) / config.grad_accum)
+
+
 def batches_left(loader: Any) -> int:
     """Batches the next pass of ``loader`` yields (``epochal.Loader.batches_left``, else len)."""
     left = getattr(loader, "batches_left", None)
@@ -423,11 +450,20 @@ def batches_per_epoch(loader: Any) -> int:
     """Batches each rank gets in one full epoch (``epochal.Loader.batches_per_epoch``)."""
     per_epoch = getattr(loader, "batches_per_epoch", None)
     if per_epoch is None:
-        raise TypeError(
+        raise InvalidTypeError(
             f"the training loader ({type(loader).__name__}) has no batches_per_epoch; use an "
             f"epochal.Loader or set TrainerConfig.max_steps"
         )
     return int(per_epoch)
+
+
+@dataclasses.dataclass
+class _LogWindow:
+    """What the loop gathers between two train logs."""
+
+    tick: float  # time.perf_counter() at the last log
+    losses: list[torch.Tensor] = dataclasses.field(default_factory=list)  # detached (P11)
+    samples: int = 0  # over all ranks
 
 
 class _OrderLog:

@@ -120,8 +120,8 @@ def reachable_functions(
                 todo.append((target, (*via, site.name or target.name)))
         # functions nested in this one run when it calls them; visit them too
         for node in ast.walk(function):
-            nested = node is not function and isinstance(node, ast.FunctionDef | ast.Lambda)
-            if nested and id(node) not in seen:
+            nested = isinstance(node, ast.FunctionDef | ast.Lambda) and node is not function
+            if nested and isinstance(node, ast.FunctionDef | ast.Lambda) and id(node) not in seen:
                 seen.add(id(node))
                 todo.append((node, via))
 

@@ -129,7 +129,7 @@ def _taint(ctx: ModuleContext, site: CallSite, value: ast.expr) -> tuple[str | N
                     and isinstance(target.value, ast.Name)
                     and target.value.id == value.id
                 ):
-                    stored = node.value
+                    stored: ast.expr | None = node.value
                     if isinstance(stored, ast.Name):
                         b = ctx.binding_before(stored.id, scope, node.lineno)
                         stored = b.value if b is not None else None
