@@ -327,7 +327,7 @@ def test_bad_arguments_raise_epochal_errors_that_are_also_the_builtin_kind(tmp_p
 # raises of built-in exceptions left in src/ on purpose: internal invariants, or errors
 # caught a few lines below and re-raised as an epochal.Error with the file named
 _BUILTIN_RAISES_ALLOWED = {
-    "loader.py": "whole batches",  # the fetcher is only called by the Loader itself
+    "_fetch.py": "whole batches",  # the fetcher is only called by the Loader itself
     "config.py": "_yaml_error",  # caught below, re-raised as UsageError naming the file
     "_blocks.py": "",  # the granule index parser: caught, re-raised as CorruptStoreError
     "seeding.py": "seed must be",  # the one seed rule is issue 16's item 2 (another branch)

@@ -63,7 +63,9 @@ class BatchRequests:
                 span = None
                 if feed is None and index_range is not None:
                     span = plan.full_range(first, min(stop, full))
-                if span is not None:  # one rank: the block's positions are one range
+                if (
+                    span is not None and index_range is not None
+                ):  # one rank: the block's positions are one range
                     rows = index_range(*span).reshape(-1, plan.batch_size)
                 else:
                     positions = plan.full_positions(first, min(stop, full))

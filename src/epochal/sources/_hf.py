@@ -268,9 +268,9 @@ class HFSource:
         out: dict[str, Any] = {}
         rest = []
         for name in self.dataset.column_names:
-            views = [v[name] for v in self._views]
+            views = [view for v in self._views if (view := v[name]) is not None]
             # a ragged column may hold one length per record batch: never concatenated
-            if name in self._ragged or any(view is None for view in views):
+            if name in self._ragged or len(views) < len(self._views):
                 rest.append(name)
             elif len(views) == 1:
                 out[name] = views[0][local]

@@ -138,7 +138,7 @@ class Prefetch(DiskBound):
         if len(runs) == 1:
             self._fetch_run(*runs[0], None)
         elif runs:
-            list(state.demand.map(lambda run: self._fetch_run(*run, None), runs))
+            list(state.demand.map(lambda run: self._fetch_run(run[0], run[1], None), runs))
 
     def _prefetch(self, k: int, units: list[int], window: int) -> None:
         state = self._local()

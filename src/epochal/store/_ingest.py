@@ -135,7 +135,7 @@ def ingest(
     if not os.path.exists(path):
         raise StoreError(f"input {path!r} does not exist")
     transform = _image_transform(fmt, resize, jpeg_quality)
-    reader = {
+    readers: dict[str, Callable[[str], Ingest]] = {
         "imagefolder": _image_folder,
         "jsonl": _jsonl,
         "csv": _csv,
@@ -143,8 +143,8 @@ def ingest(
         "npy": _npy,
         "npz": _npz,
         "webdataset": _webdataset,
-    }[fmt]
-    result = _image_folder(path, transform) if transform is not None else reader(path)
+    }
+    result = _image_folder(path, transform) if transform is not None else readers[fmt](path)
     result.metadata.setdefault("source_format", fmt)
     return result
 

@@ -455,6 +455,7 @@ class ShardCache(CachedReads):
                 head = self.head(k)
                 raw = self._granule_bytes(head, u, span, pieces)
                 got = xxhash.xxh3_64_hexdigest(raw)
+            assert head.granules is not None  # granule reads happen only with a granule index
             if got != head.granules[u]:
                 a, b = head.unit_span(u)
                 raise CorruptStoreError(
