@@ -188,6 +188,41 @@ def test_overwrite_replaces_the_store_and_removes_the_old_shards(tmp_path):
     assert not {s.name for s in old.shards} & _shard_files(root)
 
 
+def test_a_killed_builds_forked_workers_do_not_keep_its_lease(tmp_path):
+    # a build's pool workers are forked while it holds its lease: they inherit the lease
+    # file's flock, so before the fix a SIGKILLed build stayed "being written" until its
+    # orphaned workers exited
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from epochal.store._fs import locate
+        from epochal.store._lease import Lease
+        lease = Lease.take(locate({str(tmp_path / "s")!r}), "part-00000-killed", kind="write")
+        child = os.fork()
+        if child == 0:  # let go of the pipes, so that the test sees the parent end
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            time.sleep(30)
+            os._exit(0)
+        print(child, flush=True)
+        os.kill(os.getpid(), 9)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    orphan = int(run.stdout)
+    try:
+        os.kill(orphan, 0)  # the forked child still runs and still has the file open
+        from epochal.store._lease import live_leases
+
+        assert live_leases(locate(tmp_path / "s")) == {}
+        epochal.write(({"label": i} for i in range(3)), tmp_path / "s")
+        assert len(epochal.open(tmp_path / "s")) == 3
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_sigkilled_build_overwrite_leaves_the_old_store_readable(tmp_path):
     root, manifest = _store(tmp_path, n=30)

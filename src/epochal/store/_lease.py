@@ -30,6 +30,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,6 +76,8 @@ class Lease:
         self._body = body
         self._fd = fd
         self._renewed = time.monotonic()
+        if fd is not None:
+            _LOCKED.add(self)
 
     @classmethod
     def take(cls, loc: Location, name: str, *, kind: str, partition: int | None = None) -> Lease:
@@ -130,6 +133,7 @@ class Lease:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        _LOCKED.discard(self)
 
     def _put(self) -> None:
         self.loc.put(json.dumps(self._body).encode(), BUILDS_DIR, f"{self.name}.json")
@@ -225,3 +229,21 @@ def live_leases(loc: Location) -> dict[str, dict[str, Any]]:
             continue
         out[name] = body
     return out
+
+
+# A forked child (a build's pool worker, a DataLoader worker) inherits the lease files' open
+# descriptions and so their flocks: after a SIGKILL of the holder, its orphaned workers would
+# keep the destination "being written" until they exit. The child closes its copies at once;
+# only the process that took a lease holds it.
+_LOCKED: weakref.WeakSet[Lease] = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    for lease in list(_LOCKED):
+        if lease._fd is not None:
+            os.close(lease._fd)
+            lease._fd = None
+    _LOCKED.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
