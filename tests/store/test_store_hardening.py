@@ -188,6 +188,19 @@ def test_overwrite_replaces_the_store_and_removes_the_old_shards(tmp_path):
     assert not {s.name for s in old.shards} & _shard_files(root)
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_killed_builds_forked_workers_do_not_keep_its_lease(tmp_path):
     # a build's pool workers are forked while it holds its lease: they inherit the lease
     # file's flock, so before the fix a SIGKILLed build stayed "being written" until its
@@ -251,11 +264,16 @@ def test_sigkilled_build_overwrite_leaves_the_old_store_readable(tmp_path):
             assert child.poll() is None, "the build finished before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        workers = _children(child.pid)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
     assert _labels(root) == list(range(30))  # old store intact, killed build's shards ignored
+    deadline = time.monotonic() + 10  # its pool workers end too, instead of waiting forever
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers and not any(_running(pid) for pid in workers)
     epochal.write(({"label": i} for i in range(7)), root, overwrite=True)
     assert _labels(root) == list(range(7))
     assert len(_shard_files(root)) == 1  # the dead build's shards were collected

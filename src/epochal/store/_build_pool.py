@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,6 +49,19 @@ def _encode(part: Part, columns: tuple[Column, ...] | None) -> Block | None:
         return None
 
 
+def _exit_with(parent: int) -> None:
+    """A pool worker ends when its build does: a SIGKILLed build cannot shut its pool down,
+    and its workers, each holding the task queue's pipe open for the others, would wait on
+    it forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="epochal-build-parent", daemon=True).start()
+
+
 def parallel_blocks(
     parts: Iterable[Part], workers: int, columns: tuple[Column, ...] | None = None
 ) -> Iterator[Block]:
@@ -77,7 +92,9 @@ def parallel_blocks(
         return
     # fork: workers start in milliseconds and inherit the imported modules; they only parse
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+    ) as pool:
         window: deque[tuple[Part, Future[Block | None]]] = deque()
 
         def ready() -> Block:

@@ -42,7 +42,7 @@ from epochal._errors import UsageError
 from epochal.store._errors import StoreError
 from epochal.store._format import Column
 
-__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "Part", "detect", "ingest"]
+__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Ingest", "Part", "detect", "ingest", "line_ranges"]
 
 FORMATS = ("imagefolder", "jsonl", "csv", "parquet", "npy", "npz", "webdataset")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -280,18 +280,25 @@ def _json_lines(path: str, lines: Iterable[str], first: int) -> Iterator[dict[st
         yield _row(value)
 
 
-def _jsonl_parts(path: str) -> Iterator[Part]:
-    """Byte ranges of whole lines, each with the number of its first line."""
+def line_ranges(path: str, part_bytes: int = _PART_BYTES) -> Iterator[tuple[int, int, int]]:
+    """(start, size, number of the first line) of byte ranges of whole lines of about
+    ``part_bytes`` each: the parts a pool parses (or tokenizes) one per task."""
     with open(path, "rb") as f:
         start, lineno = 0, 1
         while True:
-            chunk = f.read(_PART_BYTES)
+            chunk = f.read(part_bytes)
             if not chunk:
                 return
             chunk += f.readline()  # end the part at a line break
-            yield functools.partial(_jsonl_range, path, start, len(chunk), lineno)
+            yield start, len(chunk), lineno
             start += len(chunk)
             lineno += chunk.count(b"\n")
+
+
+def _jsonl_parts(path: str) -> Iterator[Part]:
+    """Byte ranges of whole lines, each with the number of its first line."""
+    for start, size, lineno in line_ranges(path):
+        yield functools.partial(_jsonl_range, path, start, size, lineno)
 
 
 def _jsonl_range(path: str, start: int, size: int, first: int) -> Iterator[dict[str, Any]]:

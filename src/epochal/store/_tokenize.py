@@ -34,7 +34,7 @@ import numpy as np
 
 from epochal.store._errors import StoreError
 from epochal.store._format import Column
-from epochal.store._ingest import Ingest
+from epochal.store._ingest import Ingest, line_ranges
 
 __all__ = [
     "DEFAULT_BLOCK_TOKENS",
@@ -130,20 +130,6 @@ def document_tokens(
     if eos_id is not None:
         doc = np.append(doc.astype(np.int64), eos_id)
     return doc.astype(dtype)
-
-
-def _line_parts(path: str) -> Iterator[tuple[int, int, int]]:
-    """(start, size, number of the first line) of byte ranges of whole lines."""
-    with open(path, "rb") as f:
-        start, lineno = 0, 1
-        while True:
-            chunk = f.read(_PART_BYTES)
-            if not chunk:
-                return
-            chunk += f.readline()  # end the part at a line break
-            yield start, len(chunk), lineno
-            start += len(chunk)
-            lineno += chunk.count(b"\n")
 
 
 def _part_records(
@@ -243,7 +229,7 @@ def token_source(
         functools.partial(
             _part_records, src, start, size, first, field, tokenizer, dtype.str, eos_id
         )
-        for start, size, first in _line_parts(src)
+        for start, size, first in line_ranges(src, _PART_BYTES)
     ]
     meta = {
         "tokens": {

@@ -176,19 +176,9 @@ def write(
     prefix = _shard_prefix(0, build)
     lease = Lease.take(loc, prefix, kind="write")
     try:
-        try:
-            columns, shards = _write_shards(
-                records,
-                loc,
-                prefix,
-                shard_size=shard_size,
-                progress=progress,
-                lease=lease,
-                lists=list_names,
-            )
-        except BaseException:
-            _remove_own(loc, prefix)
-            raise
+        columns, shards = _shards_or_nothing(
+            records, loc, prefix, shard_size, progress, lease, list_names
+        )
         if not shards:
             raise StoreError(f"no records to write to {loc.url}; a store needs at least one record")
         if not had_store and loc.exists(MANIFEST_NAME) and not overwrite:
@@ -204,6 +194,31 @@ def write(
         lease.release()
     _collect_garbage_after_commit(loc)
     return manifest
+
+
+def _shards_or_nothing(
+    records: Iterable[Mapping[str, Any]],
+    loc: Location,
+    prefix: str,
+    shard_size: int,
+    progress: bool,
+    lease: Lease,
+    list_names: frozenset[str],
+) -> tuple[tuple[Column, ...], list[Shard]]:
+    """The build's shards under ``prefix``; on any failure none of them is left behind."""
+    try:
+        return _write_shards(
+            records,
+            loc,
+            prefix,
+            shard_size=shard_size,
+            progress=progress,
+            lease=lease,
+            lists=list_names,
+        )
+    except BaseException:
+        _remove_own(loc, prefix)
+        raise
 
 
 def _write_partition(
@@ -224,19 +239,9 @@ def _write_partition(
         # a rerun of this very attempt id replaces it: its old record must not outlive it
         loc.remove(PARTITIONS_DIR, _record_name(index, attempt))
         _remove_own(loc, prefix)
-        try:
-            columns, shards = _write_shards(
-                records,
-                loc,
-                prefix,
-                shard_size=shard_size,
-                progress=progress,
-                lease=lease,
-                lists=list_names,
-            )
-        except BaseException:
-            _remove_own(loc, prefix)
-            raise
+        columns, shards = _shards_or_nothing(
+            records, loc, prefix, shard_size, progress, lease, list_names
+        )
         body = {
             "format": _PARTITION_FORMAT,
             "version": version_for(columns),
