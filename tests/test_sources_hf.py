@@ -205,3 +205,13 @@ def test_write_keeps_image_features_encoded_and_decode_image_reads_them(tmp_path
     )
     with pytest.raises(epochal.Error, match=r"gone\.png"):
         epochal.write(broken, tmp_path / "broken")
+
+
+def test_write_stores_variable_length_numeric_lists_as_list_columns(tmp_path):
+    ds = _hf(20)  # "tokens" holds 1 to 3 ids per row; "vec" always 3 floats
+    epochal.write(ds, tmp_path / "s")
+    store = epochal.open(tmp_path / "s")
+    kinds = {c.name: c.kind for c in store.manifest.columns}
+    assert kinds["tokens"] == "list" and kinds["vec"] == "array"
+    got = store.get_columns(np.arange(20))
+    assert [list(t) for t in got["tokens"]] == ds["tokens"]

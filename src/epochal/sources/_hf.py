@@ -339,6 +339,14 @@ class HFSource:
         return f"HFSource(n={self._n}, columns={list(self.dataset.column_names)})"
 
 
+def hf_list_columns(dataset: Any) -> frozenset[str]:
+    """The dataset's columns of numeric lists whose lengths differ: store list columns."""
+    table = getattr(getattr(dataset, "data", None), "table", None)
+    if table is None:
+        table = dataset.with_format("arrow")[:]
+    return frozenset(_ragged_columns(table) & set(dataset.column_names))
+
+
 def hf_records(dataset: Any, *, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Rows of a ``datasets.Dataset`` as store records: numeric lists as numpy arrays,
     ``Image`` columns as the encoded file bytes (never decoded: a JPEG stays the same

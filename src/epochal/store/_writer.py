@@ -41,7 +41,7 @@ import pyarrow as pa
 import xxhash
 
 from epochal._errors import InvalidValueError
-from epochal.sources._hf import hf_records, is_hf_dataset
+from epochal.sources._hf import hf_list_columns, hf_records, is_hf_dataset
 from epochal.store._blocks import write_block_index
 from epochal.store._columns import ColumnBuilder, arrow_schema, check_record, infer_columns
 from epochal.store._errors import StoreError
@@ -160,7 +160,8 @@ def write(
             f"{local!r} is a file; a store is a directory: give a path that does not exist yet "
             f"or an existing store's directory"
         )
-    if is_hf_dataset(records):
+    if is_hf_dataset(records):  # numeric lists of varying length are list columns
+        list_names |= hf_list_columns(records)
         records = hf_records(records)
     loc = locate(dest, **dict(storage_options or {}))
     if partition is not None:
