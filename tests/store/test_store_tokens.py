@@ -16,7 +16,7 @@ import epochal
 from _roundtrip import assert_streams_equal, run_save_load
 from epochal import Loader
 from epochal.cli import main
-from epochal.store import _tokenize
+from epochal.store import _ingest, _tokenize
 from epochal.store._tokenize import token_blocks, token_dtype
 
 _TEXTS = ["hello world", "épochal ✓", "", "a" * 300, "the last document"]
@@ -62,7 +62,7 @@ def test_workers_1_and_2_build_the_same_store(tmp_path, monkeypatch):
     texts = [f"document {i} " * (i % 9) for i in range(400)]
     src = _jsonl(tmp_path / "c.jsonl", texts)
     monkeypatch.setattr(_tokenize, "_PART_BYTES", 512)  # many parts: the pool runs
-    assert len(list(_tokenize._line_parts(src))) > 10
+    assert len(list(_ingest.line_ranges(src, _tokenize._PART_BYTES))) > 10
     pids = tmp_path / "pids"
     monkeypatch.setenv("EPOCHAL_TEST_PIDS", str(pids))
     built = []

@@ -280,9 +280,12 @@ def _json_lines(path: str, lines: Iterable[str], first: int) -> Iterator[dict[st
         yield _row(value)
 
 
-def line_ranges(path: str, part_bytes: int = _PART_BYTES) -> Iterator[tuple[int, int, int]]:
+def line_ranges(path: str, part_bytes: int | None = None) -> Iterator[tuple[int, int, int]]:
     """(start, size, number of the first line) of byte ranges of whole lines of about
-    ``part_bytes`` each: the parts a pool parses (or tokenizes) one per task."""
+    ``part_bytes`` each (default ``_PART_BYTES``, read at the call): the parts a pool
+    parses (or tokenizes) one per task."""
+    if part_bytes is None:
+        part_bytes = _PART_BYTES
     with open(path, "rb") as f:
         start, lineno = 0, 1
         while True:
