@@ -12,6 +12,7 @@ marker is registered in pyproject.toml).
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +65,31 @@ _SLOW_TESTS = {
     ("test_checkpoint.py", "test_pruning_keeps_the_newest_and_the_best"),
     ("test_token_windows.py", "test_resume_with_workers_at_some_batches"),
     ("test_mixture.py", "test_save_and_resume_at_every_batch_equals_uninterrupted"),
+    # the longest of the quick run on a quiet 2-core machine after the merge (0.8-1.6 s each)
+    ("test_images.py", "test_train_command_trains_from_an_image_folder_store"),
+    ("test_store_cli.py", "test_every_bad_input_is_one_line_and_an_exit_code"),
+    ("test_lint_corpus.py", "test_epochal_own_source_and_examples_are_clean"),
+    ("test_store_record_blocks.py", "test_blocks_write_the_row_writers_store"),
+    ("test_windows.py", "test_blocks_aligned_to_segments_keep_the_order_exact"),
+    ("test_loader.py", "test_every_record_exactly_once_per_epoch_across_ranks"),
+    ("test_cli_errors.py", "test_refused_command_is_one_line_and_changes_nothing"),
+    ("test_order.py", "test_position_of_each_record_is_uniform_across_seeds"),
+    ("test_loader_steps.py", "test_steps_with_workers_resume"),
+    ("test_store_tokens.py", "test_store_column_windows_in_workers_and_after_resume"),
+    ("test_train_config.py", "test_every_file_format_can_say_no_validation_set"),
+    ("test_windows.py", "test_exact_bijection_for_every_layout"),
+    ("test_rng.py", "test_streams_are_independent_of_neighbouring_records"),
+    ("test_loader.py", "test_p6_cured_by_the_loader"),
+    ("test_trainer.py", "test_async_and_sync_checkpointing_write_the_same_checkpoints"),
 }
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``-m "not slow"``, modules whose every test is slow are not even imported
+    (Lightning, Ray and Dask take seconds to import); their tests would be deselected."""
+    if "not slow" in (config.option.markexpr or "") and collection_path.name in _SLOW_MODULES:
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
