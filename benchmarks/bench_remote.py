@@ -54,6 +54,11 @@ sys.path.insert(0, str(REPO / "tests" / "store"))
 from disk_env import PeakSampler, cannot_mount_reason, tmpfs, tree_bytes  # noqa: E402
 from s3_env import CountingProxy, fetch_traffic, free_port  # noqa: E402
 
+sys.path.insert(0, str(HERE / "peers"))
+# the peers harness's torchvision-stubbing import of Streaming, one copy for both benchmarks
+import _systems  # noqa: E402, F401  (imports _systems_peers in the order the harness needs)
+from _systems_peers import _import_streaming  # noqa: E402
+
 IMAGE_BYTES = 3072
 SYSTEMS = ("epochal", "streaming", "litdata")
 RESUME_AT = (0.1, 0.5, 0.9)  # fractions of the epoch where a cold restart is measured
@@ -149,27 +154,6 @@ def _litdata_rows(arg: tuple[str, int, int, int]) -> Iterator[dict[str, Any]]:
     labels = np.load(next(Path(root).glob(f"labels-{n}-*.npy")))
     for i in range(lo, hi):
         yield {"image": np.asarray(images[i]).tobytes(), "label": int(labels[i]), "index": i}
-
-
-def _import_streaming() -> Any:
-    """``import streaming`` with a stub for the torchvision it imports for its vision datasets
-    (no torchvision on PyPI loads beside CPU torch 2.13; see benchmarks/peers/NOTES.md)."""
-    import importlib.machinery
-    import importlib.util
-    import types
-
-    if importlib.util.find_spec("torchvision") is None and "torchvision" not in sys.modules:
-        names = ("torchvision", "torchvision.datasets", "torchvision.transforms",
-                 "torchvision.transforms.functional")  # fmt: skip
-        for name in names:
-            module = types.ModuleType(name)
-            module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-            sys.modules[name] = module
-        sys.modules["torchvision.datasets"].VisionDataset = object  # type: ignore[attr-defined]
-        sys.modules["torchvision.transforms.functional"].to_tensor = None  # type: ignore[attr-defined]
-    import streaming
-
-    return streaming
 
 
 # --------------------------------------------------------------------------- one rank (child)
