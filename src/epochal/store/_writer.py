@@ -188,12 +188,25 @@ def write(
                 f"another build finished a store at {loc.url} while this one was writing; "
                 f"pass overwrite=True to replace it"
             )
-        _check_present(loc, shards, "rerun the build")
-        manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
-        _commit(loc, manifest)
+        manifest = _commit_shards(loc, columns, shards, meta, "rerun the build")
     finally:
         lease.release()
     _collect_garbage_after_commit(loc)
+    return manifest
+
+
+def _commit_shards(
+    loc: Location,
+    columns: tuple[Column, ...],
+    shards: list[Shard],
+    meta: dict[str, Any],
+    rerun: str,
+) -> Manifest:
+    """Commit a store of ``shards``, once every one of them is present (else the error
+    says to ``rerun``): the last step of a write and of a merge."""
+    _check_present(loc, shards, rerun)
+    manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
+    _commit(loc, manifest)
     return manifest
 
 
@@ -303,9 +316,7 @@ def merge(
             shards += [Shard.from_json(s) for s in body["shards"]]
         if not shards:
             raise StoreError(f"cannot merge {loc.url}: every partition is empty")
-        _check_present(loc, shards, "rerun those partitions")
-        manifest = Manifest(columns=columns, shards=tuple(shards), metadata=meta)
-        _commit(loc, manifest)
+        manifest = _commit_shards(loc, columns, shards, meta, "rerun those partitions")
     finally:
         lease.release()
     _collect_garbage_after_commit(loc)
