@@ -6,7 +6,8 @@ Lightning, Accelerate, the tiny GPT and mypy are left out); CI runs everything w
 README's command. A test is slow when it is in a module of ``_SLOW_MODULES``, uses one of
 ``_SLOW_FIXTURES``, is named in ``_SLOW_TESTS`` (kept here, not as decorators, so that
 other branches' test files stay untouched), or carries ``@pytest.mark.slow`` itself (the
-marker is registered in pyproject.toml).
+marker is registered in pyproject.toml). The quick run also draws a fifth of each
+property test's examples (tests/_budget.py); CI draws them all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+import _budget
 
 # modules whose every test starts something big: a framework, a cluster, a subprocess run
 _SLOW_MODULES = {
@@ -84,10 +88,23 @@ _SLOW_TESTS = {
 }
 
 
+def _quick(config: pytest.Config) -> bool:
+    return "not slow" in (config.option.markexpr or "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``-m "not slow"``, property tests draw fewer examples (before modules import)."""
+    if _quick(config):
+        _budget.QUICK = True
+        # for the property tests that do not set their own max_examples
+        settings.register_profile("quick", max_examples=_budget.examples(100))
+        settings.load_profile("quick")
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """With ``-m "not slow"``, modules whose every test is slow are not even imported
     (Lightning, Ray and Dask take seconds to import); their tests would be deselected."""
-    if "not slow" in (config.option.markexpr or "") and collection_path.name in _SLOW_MODULES:
+    if _quick(config) and collection_path.name in _SLOW_MODULES:
         return True
     return None
 

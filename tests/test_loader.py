@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from _roundtrip import assert_streams_equal, json_roundtrip, run_save_load, stream
 from epochal import Loader, StateError
 
@@ -90,7 +91,7 @@ def test_every_record_exactly_once_per_epoch_across_ranks(n, batch_size, world_s
     assert repeats == loader.repeats_per_epoch
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(1, 300),
     batch_size=st.integers(1, 16),

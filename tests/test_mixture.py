@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import epochal
+from _budget import examples
 from _roundtrip import json_roundtrip, run_save_load
 from epochal import Loader, StateError, mix
 from epochal.mixture import MAX_PERIOD, rational_proportions, schedule
@@ -50,7 +51,7 @@ def _three():
     return mix({_source(50, 0): 0.5, _source(40, 1): 0.3, _source(30, 2): 0.2})
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=6))
 def test_schedule_keeps_every_prefix_within_one_of_its_quota(counts):
     """Tijdeman's bound |N_i(P) - w_i P| <= 1 - 1/(2k-2), checked in exact integers."""

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2
 
+from _budget import examples
 from epochal.order import MAX_RECORDS, IdentityOrder, ShuffledOrder, make_order
 
 
@@ -59,7 +60,7 @@ def test_largest_supported_n():
     assert np.array_equal(order.position(order.index(positions)), positions)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     n=st.integers(1, 5000),
     seed=st.integers(0, 2**64 - 1),

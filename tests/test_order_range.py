@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _budget import examples
 from epochal.order import IdentityOrder, Order, ShuffledOrder
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     n=st.one_of(st.integers(1, 5000), st.sampled_from([2**20 - 1, 2**20, 2**20 + 1, 2**40 + 1])),
     seed=st.integers(0, 2**64 - 1),

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _budget import examples
 from epochal.plan import Plan
 
 
@@ -75,7 +76,7 @@ def test_every_record_exactly_once_grid(n, batch_size, world_size, drop_last):
     _check_pass(n, batch_size, world_size, drop_last)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     n=st.integers(1, 3000),
     batch_size=st.integers(1, 64),
@@ -153,7 +154,7 @@ def test_batch_out_of_range():
         Plan(num_records=5, batch_size=2).positions(3)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     n=st.integers(1, 3000),
     batch_size=st.integers(1, 64),

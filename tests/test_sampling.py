@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import epochal
+from _budget import examples
 from _roundtrip import json_roundtrip, run_save_load, stream
 from epochal import Loader, StateError, WeightedSampler, balanced
 from epochal.sampling import _GuideTable, uniform
@@ -182,7 +183,7 @@ def test_a_sampler_for_another_length_is_refused():
         balanced([])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     st.lists(st.one_of(st.just(0.0), st.floats(1e-12, 1e6)), min_size=1, max_size=300).filter(
         lambda w: sum(w) > 0

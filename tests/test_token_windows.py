@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from _roundtrip import assert_streams_equal, json_roundtrip, run_save_load
 from epochal import Error, Loader
 from epochal.token_windows import EpochWindows
@@ -70,7 +71,7 @@ def test_drop_last_reports_the_windows_it_drops():
     seed=st.integers(0, 2**64 - 1),
     epoch=st.integers(0, 2**20),
 )
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_windows_tile_the_span_at_any_geometry(n, seq_len, seed, epoch):
     if n < seq_len + 1:
         with pytest.raises(Error, match="shorter than one window"):

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from _roundtrip import run_save_load
 from epochal import Loader, StateError, concat, split, subset
 
@@ -82,7 +83,7 @@ def test_loader_over_a_subset_resumes_at_every_batch():
     run_save_load(lambda: Loader(view, 3, seed=1), epochs=2)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     n=st.integers(30, 500),  # every fraction is >= 1/30: no subset is empty
     fractions=st.lists(st.integers(1, 10), min_size=1, max_size=3),

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from epochal._windows import (
     ReadHint,
     WindowedOrder,
@@ -59,7 +60,7 @@ def test_golden_windowed_order_is_part_of_the_contract():
 GOLDEN = [20, 18, 15, 16, 0, 19, 1, 2, 8, 7, 9, 11, 17, 6, 12, 10, 14, 13, 3, 4, 22, 21, 5]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(layouts, st.integers(0, 2**64 - 1), st.integers(0, 50))
 def test_exact_bijection_for_every_layout(layout, seed, epoch):
     """Every n, b, S, W, B (also n < S, n < b, n < G, n = 1): each record exactly once."""
@@ -106,7 +107,7 @@ def _windows_and_ranks(layout: WindowLayout):
             yield window, rank, start + offsets[owner == rank]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(few_windows, st.integers(0, 1000))
 def test_each_rank_reads_only_its_own_blocks(layout, seed):
     """Rank r's positions in a window read its own block-order slice: the records of
@@ -179,7 +180,7 @@ def test_layout_round_trips_and_refuses_bad_values():
         WindowLayout.from_dict({"num_records": 10})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     n=st.integers(1, 10**9),
     bsz=st.integers(1, 512),
@@ -311,7 +312,7 @@ def _assert_reads_are_live(source: _Recorder, reads: list[tuple[int, np.ndarray]
         assert set(records.tolist()) <= live, f"batch {k} reads records not scheduled or retired"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(few_windows, st.integers(0, 100), st.data())
 def test_scheduled_ranges_are_what_the_batches_then_read(layout, seed, data):
     order = WindowedOrder(layout, seed=seed, epoch=0)
@@ -358,7 +359,7 @@ def test_a_resume_mid_window_fetches_its_first_batch_s_blocks_first():
     assert len(ranges) >= (hi - lo) // 2 // 5  # ... then the rest of the rank's slice
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(few_windows, st.data())
 def test_schedules_cover_the_reads_of_a_resume_on_another_topology(layout, data):
     """After a resume with another world size, batch size or position, what a rank reads
@@ -531,7 +532,7 @@ def test_two_ranks_read_disjoint_records_from_their_own_blocks():
     _assert_own_blocks(layout, reads, [s.calls for s in sources])
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(
     stop=st.integers(0, 60),
     world=st.integers(1, 3),
@@ -656,7 +657,7 @@ def _segmented(counts: list[int], layout: WindowLayout, seed: int) -> WindowedOr
     return WindowedOrder(aligned, seed=seed, epoch=1, segments=starts)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(segmented, st.integers(0, 1000))
 def test_blocks_aligned_to_segments_keep_the_order_exact(case, seed):
     """With segments the order is still a bijection, ``position`` its inverse, and each
@@ -694,7 +695,7 @@ def _units_read_far_apart(order: WindowedOrder, counts: list[int], unit: int) ->
     return sum(max(ws) - min(ws) > 1 for ws in seen.values())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(segmented, st.integers(0, 1000), st.sampled_from([1, 2, 4]))
 def test_a_unit_of_a_whole_block_is_read_in_one_window_or_two_consecutive(case, seed, unit):
     """Fetch units (``unit`` records, restarting at every segment start; ``unit`` divides

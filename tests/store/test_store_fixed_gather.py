@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 
 
 def _record(i: int) -> dict[str, object]:
@@ -37,7 +38,7 @@ def _check(store: epochal.StoreSource, picks: np.ndarray) -> None:
         np.testing.assert_array_equal(cols[name], expected.astype(cols[name].dtype), err_msg=name)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(
     n=st.integers(1, 80),
     shard_size=st.sampled_from([40, 200, 900, 1 << 30]),

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from store_records import make_record
 
 import epochal
+from _budget import examples
 from epochal.store import CorruptStoreError, Manifest, StoreError
 from epochal.store._fs import locate
 from epochal.store._reader import StoreSource
@@ -670,7 +671,7 @@ _BASE = json.loads(
 _BASE_PATHS = [p for p in _paths(_BASE) if p]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(which=st.integers(0, len(_BASE_PATHS) - 1), value=_JSON)
 def test_any_value_in_any_manifest_field_is_an_epochal_error_or_harmless(which, value):
     """Property: whatever JSON value replaces whatever field, parsing the manifest raises a

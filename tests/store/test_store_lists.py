@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from epochal.store import CorruptStoreError, StoreError
 from epochal.store._format import Manifest
 from epochal.store._record_blocks import Blocks, from_arrow
@@ -48,7 +49,7 @@ def _assert_same(got: list[Any], expected: list[np.ndarray]) -> None:
     dtype=st.sampled_from(_DTYPES),
     shard_size=st.sampled_from([200, 1 << 20]),
 )
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 def test_round_trip_of_varying_lengths(tmp_path_factory, seed, n, dtype, shard_size):
     docs = _docs(seed, n, dtype)
     dest = tmp_path_factory.mktemp("lists") / "s"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from store_records import assert_record_equal, make_record
 
 import epochal
+from _budget import examples
 from epochal.store import StoreError
 from epochal.store._record_blocks import Blocks, as_block, from_arrow, from_records
 
@@ -36,7 +37,7 @@ def _cuts(n: int, points: list[int]) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(
     n=st.integers(1, 30),
     points=st.lists(st.integers(0, 1000), max_size=6),

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from store_records import assert_columns_equal, assert_record_equal, make_record
 
 import epochal
+from _budget import examples
 from epochal.store import CorruptStoreError, StoreError
 
 
@@ -48,7 +49,7 @@ def test_get_columns_is_a_numpy_batch_for_fixed_columns(tmp_path):
     ].shape == (0, 4, 5, 3)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     sizes=st.lists(st.integers(0, 300), min_size=1, max_size=40),
     shard_size=st.integers(1, 2000),

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from _roundtrip import assert_streams_equal, run_save_load
 from epochal import Loader
 from epochal.cli import main
@@ -155,7 +156,7 @@ def test_a_real_process_prints_no_traceback(tmp_path):
     docs=st.lists(st.lists(st.integers(0, 255), max_size=40), min_size=1, max_size=20),
     block=st.integers(1, 50),
 )
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 def test_blocks_hold_the_stream_and_windows_read_across_them(docs, block):
     texts = [bytes(d).decode("latin-1") for d in docs]
     encode = lambda t: list(t.encode("latin-1"))  # noqa: E731
@@ -185,7 +186,7 @@ def test_blocks_hold_the_stream_and_windows_read_across_them(docs, block):
     shard_size=st.sampled_from([40, 200, 1 << 20]),
     epoch=st.integers(0, 3),
 )
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 def test_tokens_over_a_store_column_equal_the_joined_stream_with_doc_offsets(
     tmp_path_factory, lengths, seq_len, shard_size, epoch
 ):

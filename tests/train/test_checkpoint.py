@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _budget import examples
 from epochal import StateError
 from epochal.train import checkpoint as checkpoint_module
 from epochal.train.checkpoint import (
@@ -95,7 +96,7 @@ def test_restore_without_checkpoints_returns_none(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     metrics=st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=7),
     keep_last=st.integers(1, 3),

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _budget import examples
 from epochal.train import checkpoint
 from epochal.train._async_save import snapshot
 from epochal.train.checkpoint import Checkpointer, CheckpointSaveError, CheckpointWarning
@@ -163,7 +164,7 @@ def _states(draw: st.DrawFn) -> dict:
     return state
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(state=_states())
 def test_snapshot_serialises_exactly_like_the_original(state: dict) -> None:
     copied = snapshot(state)
