@@ -15,7 +15,7 @@ Runs are interleaved: every round runs each variant once, a ratio compares the v
 one round, and the table shows the median over rounds of those per-round ratios (so a
 burst of load from another process moves one round, not one variant). Usage::
 
-    python benchmarks/bench_engines.py [--records 40000] [--images 1200] [--rounds 3]
+    python benchmarks/bench_engines.py [--records 40000] [--images 1200] [--engine-images 3000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -190,7 +190,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=40_000, help="JSONL lines")
     parser.add_argument("--images", type=int, default=1_200, help="320x240 JPEG images")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine-images", type=int, default=3_000, help="images per engine job")
     parser.add_argument("--skip-engines", action="store_true")
+    parser.add_argument("--skip-build", action="store_true", help="only the engine phases")
+    parser.add_argument("--engines", default="ray,dask", help="comma-separated: ray, dask")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-engines-")
     t0 = time.perf_counter()
@@ -199,47 +202,55 @@ def main() -> None:
         f"({args.rounds} interleaved rounds; x = median of per-round speed-ups over the first row)"
     )
     try:
-        src = os.path.join(tmp, "data.jsonl")
-        _jsonl(src, args.records)
-        print(f"\nepochal build, JSONL with parsing ({args.records:,} lines, 64 floats each):")
-        times = _rounds(
-            {
-                "--workers 1": lambda: _build(src, os.path.join(tmp, "j1"), 1),
-                "--workers 2": lambda: _build(src, os.path.join(tmp, "j2"), 2),
-            },
-            args.rounds,
-        )
-        _table(times, args.records)
-        same = (
-            epochal.open(os.path.join(tmp, "j1")).fingerprint
-            == epochal.open(os.path.join(tmp, "j2")).fingerprint
-        )
-        print(f"  same fingerprint: {same}")
-        print(_cpu_line(src))
-
-        folder = os.path.join(tmp, "images")
-        files = _image_folder(folder, args.images)
-        print(
-            f"\nepochal build --resize {RESIZE}, image folder ({args.images:,} 320x240 JPEGs, "
-            f"decode + resize + JPEG q90):"
-        )
-        resize = ("--resize", str(RESIZE))
-        variants: dict[str, Callable[[], object]] = {
-            "--workers 1": lambda: _build(folder, os.path.join(tmp, "i1"), 1, *resize),
-            "--workers 2": lambda: _build(folder, os.path.join(tmp, "i2"), 2, *resize),
-        }
-        times = _rounds(variants, args.rounds)
-        _table(times, args.images)
-        single = epochal.open(os.path.join(tmp, "i1"))
-        print(
-            f"  same fingerprint: {single.fingerprint == epochal.open(os.path.join(tmp, 'i2')).fingerprint}"
-        )
-        print(_cpu_line(folder))
+        if not args.skip_build:
+            _builds(tmp, args.records, args.images, args.rounds)
         if not args.skip_engines:
-            _engines(tmp, folder, files, args.rounds)
+            n = args.engine_images
+            folder = os.path.join(tmp, "engine-images")
+            _engines(tmp, folder, _image_folder(folder, n), args.rounds, args.engines)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+def _builds(tmp: str, records: int, images: int, rounds: int) -> None:
+    """``epochal build --workers 1`` vs ``--workers 2`` on JSONL and on an image folder."""
+    src = os.path.join(tmp, "data.jsonl")
+    _jsonl(src, records)
+    print(f"\nepochal build, JSONL with parsing ({records:,} lines, 64 floats each):")
+    times = _rounds(
+        {
+            "--workers 1": lambda: _build(src, os.path.join(tmp, "j1"), 1),
+            "--workers 2": lambda: _build(src, os.path.join(tmp, "j2"), 2),
+        },
+        rounds,
+    )
+    _table(times, records)
+    same = (
+        epochal.open(os.path.join(tmp, "j1")).fingerprint
+        == epochal.open(os.path.join(tmp, "j2")).fingerprint
+    )
+    print(f"  same fingerprint: {same}")
+    print(_cpu_line(src))
+
+    folder = os.path.join(tmp, "images")
+    _image_folder(folder, images)
+    print(
+        f"\nepochal build --resize {RESIZE}, image folder ({images:,} 320x240 JPEGs, "
+        f"decode + resize + JPEG q90):"
+    )
+    resize = ("--resize", str(RESIZE))
+    variants: dict[str, Callable[[], object]] = {
+        "--workers 1": lambda: _build(folder, os.path.join(tmp, "i1"), 1, *resize),
+        "--workers 2": lambda: _build(folder, os.path.join(tmp, "i2"), 2, *resize),
+    }
+    times = _rounds(variants, rounds)
+    _table(times, images)
+    single = epochal.open(os.path.join(tmp, "i1"))
+    print(
+        f"  same fingerprint: {single.fingerprint == epochal.open(os.path.join(tmp, 'i2')).fingerprint}"
+    )
+    print(_cpu_line(folder))
 
 
 def _single(tmp: str, folder: str, files: list[tuple[str, int]]) -> None:
@@ -264,18 +275,22 @@ _ONE = "one process (loop + epochal.write)"
 _TASKS = 8  # tasks per engine job: 4 per worker, so the last ones do not leave a core idle
 
 
-def _engines(tmp: str, folder: str, files: list[tuple[str, int]], rounds: int) -> None:
+def _engines(tmp: str, folder: str, files: list[tuple[str, int]], rounds: int, which: str) -> None:
     """Each engine in its own phase (started, measured against one process, shut down), so
     one engine's idle processes never slow the other's runs."""
     items = [{"path": rel, "label": label} for rel, label in files]
     print(f"\nthe same resize on the engines ({len(items):,} images, {_TASKS} tasks per job):")
     try:
+        if "ray" not in which:
+            raise ImportError
         import epochal.ray  # imports Ray
     except ImportError:
         print("  ray: not installed (pip install 'epochal[ray]')")
     else:
         _engine_phase(tmp, folder, files, items, rounds, "Ray Data, 2 CPUs (map_batches + Sink)")
     try:
+        if "dask" not in which:
+            raise ImportError
         import dask.bag  # noqa: F401
         import distributed  # noqa: F401
 
@@ -304,6 +319,12 @@ def _start_ray() -> Callable[[list[dict[str, Any]], str, str], None]:
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.enable_progress_bars = False
     data_ctx.execution_options.preserve_order = True  # store order = file order
+    # Ray Data's object-store budget policy admits one task of an operator until that task
+    # has reported its output size, so the second CPU idled ~1 s of every job (measured: the
+    # second worker's first task started 1.0-1.2 s after the first, at any task count or
+    # object store size). The fused map -> write tasks return only a small dict each, so
+    # there is nothing for that policy to hold back here.
+    data_ctx.set_config("backpressure_policies.enabled", [])
 
     def run(items: list[dict[str, Any]], folder: str, dest: str) -> None:
         ds = ray.data.from_items(items, override_num_blocks=min(_TASKS, len(items)))
