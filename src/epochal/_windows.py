@@ -325,7 +325,8 @@ class WindowLayout:
     @property
     def mixing_factor(self) -> float:
         """Expected batch mixing: TV distance to the global label histogram, in units of a
-        global shuffle's, ``sqrt(1 + B/K)`` for a store written in label order."""
+        global shuffle's, ``sqrt(1 + B/K)`` for a store written in label order (an upper
+        bound with ``strata``: a stratified draw of blocks varies less than a random one)."""
         return math.sqrt(1 + self.batch_size / max(self.slice_blocks, 1e-9))
 
 
@@ -550,7 +551,9 @@ def describe_layout(layout: WindowLayout, hint: ReadHint | None = None) -> str:
         f"{'blocks aligned to the source segments, ' if layout.segments else ''}"
         f"{f'blocks drawn from {layout.strata} strata, ' if layout.strata else ''}"
         f"made for world_size {layout.world_size} x batch_size {layout.batch_size}; expected "
-        f"batch mixing {layout.mixing_factor:.2f}x a global shuffle's"
+        f"batch mixing {'at most ' if layout.strata else ''}{layout.mixing_factor:.2f}x a "
+        f"global shuffle's"
+        f"{' (stratified: less on a store written in label order)' if layout.strata else ''}"
     ) + (
         ""
         if layout.mixing_factor <= MIXING_GOAL
