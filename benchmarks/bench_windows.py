@@ -19,7 +19,6 @@ at the chosen block size and at larger ones (fewer, larger requests).
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -145,7 +144,7 @@ def mixing(cfg: Config) -> None:
             (
                 f"b={b}{chosen}, K={stratified.slice_blocks:.0f}",
                 f"stratified {tv[0]:.2f}x, unstratified {tv[1]:.2f}x a global shuffle's "
-                f"(bound sqrt(1 + B/K) = {math.sqrt(1 + batch / stratified.slice_blocks):.2f}x)",
+                f"(model: {stratified.mixing_factor:.2f}x / {plain.mixing_factor:.2f}x)",
                 "",
             )
         )

@@ -199,7 +199,13 @@ def _windows_and_ranks(layout: WindowLayout):
 
 
 @settings(max_examples=60, deadline=None)
-@given(few_windows, st.integers(0, 1000))
+@given(
+    st.one_of(
+        few_windows,
+        st.builds(lambda x, k: dataclasses.replace(x, strata=k), few_windows, st.integers(1, 40)),
+    ),
+    st.integers(0, 1000),
+)
 def test_each_rank_reads_only_its_own_blocks(layout, seed):
     """Rank r's positions in a window read its own block-order slice: the records of
     ``ranges(window, ranks=[r])`` and no other, touching at most 2 blocks that any other
@@ -302,9 +308,9 @@ def test_chosen_layout_fits_the_cache_and_mixes(
     assert layout.window_records % (bsz * world) == 0
     assert layout.block_records % unit == 0
     if layout.block_records > unit:  # not held up by the fetch unit: the mixing rule holds
-        assert layout.slice_blocks >= 2 * bsz
+        assert layout.strata and layout.slice_blocks >= bsz  # stratified: K >= B
         bigger = layout.block_records + unit
-        assert layout.slice_blocks * layout.block_records < 2 * bsz * bigger
+        assert layout.slice_blocks * layout.block_records < bsz * bigger
 
 
 def test_too_small_a_cache_says_the_minimum(monkeypatch):
