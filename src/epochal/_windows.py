@@ -112,7 +112,7 @@ __all__ = [
 log = logging.getLogger("epochal")
 
 WINDOWS_IN_CACHE = 3  # the window being read, the next one prefetched, the one in flight
-BLOCKS_PER_BATCH = 2  # blocks per rank-window slice per batch slot: mixing <= sqrt(1.5)x
+BLOCKS_PER_BATCH = 2  # the unstratified rule (K >= 2B: mixing <= sqrt(1.5)x), for reference
 # with stratified blocks: K = B mixes within 1.17x on label-ordered stores of 10..3000
 # classes (benchmarks/bench_windows.py; unstratified K = 2B: 1.01..1.23x), so blocks twice
 # as large, half the requests
