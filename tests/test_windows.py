@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 
@@ -60,6 +61,97 @@ def test_golden_windowed_order_is_part_of_the_contract():
 GOLDEN = [20, 18, 15, 16, 0, 19, 1, 2, 8, 7, 9, 11, 17, 6, 12, 10, 14, 13, 3, 4, 22, 21, 5]
 
 
+def test_golden_stratified_windowed_order_is_part_of_the_contract():
+    # the order of layouts with strata (every layout choose_layout makes since strata
+    # exist); the one without strata above must stay as it was, for older states
+    layout = dataclasses.replace(_layout(23, 3, 2, 2, 2), strata=3)
+    assert WindowedOrder(layout, seed=0, epoch=0)[:].tolist() == GOLDEN_STRATIFIED
+
+
+GOLDEN_STRATIFIED = [
+    8,
+    6,
+    18,
+    19,
+    9,
+    7,
+    10,
+    11,
+    5,
+    4,
+    12,
+    14,
+    20,
+    3,
+    15,
+    13,
+    17,
+    16,
+    0,
+    1,
+    22,
+    21,
+    2,
+]
+
+stratified = st.builds(
+    lambda layout, k: dataclasses.replace(layout, strata=k), layouts, st.integers(1, 70)
+)
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(stratified, st.integers(0, 2**64 - 1), st.integers(0, 50))
+def test_stratified_order_is_an_exact_bijection_for_every_layout(layout, seed, epoch):
+    order = WindowedOrder(layout, seed=seed, epoch=epoch)
+    n = layout.num_records
+    indices = order.index(np.arange(n))
+    assert np.array_equal(np.sort(indices), np.arange(n))
+    assert np.array_equal(order.position(indices), np.arange(n))
+    p = np.random.default_rng(epoch).permutation(n)
+    assert np.array_equal(order.index(p), indices[p])
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(st.integers(1, 400), st.integers(1, 50), st.integers(0, 2**64 - 1))
+def test_every_k_consecutive_blocks_hold_one_block_of_every_stratum(blocks, strata, seed):
+    # the property the mixing rests on: slots [r*K, (r+1)*K) (a rank's window slice) draw
+    # one block from each stratum of consecutive blocks, the short last row from distinct ones
+    layout = WindowLayout(
+        num_records=blocks * 2, block_records=2, window_records=2, world_size=1, batch_size=1,
+        strata=strata,
+    )  # fmt: skip
+    order = WindowedOrder(layout, seed=seed, epoch=3)
+    block_of_slot = order._block_records(np.arange(0, 2 * blocks, 2)) // 2
+    k = min(strata, blocks)
+    rows, extra = divmod(blocks, k)
+    size = np.where(np.arange(k) < extra, rows + 1, rows)
+    stratum_of_block = np.repeat(np.arange(k), size)
+    strata_seen = stratum_of_block[block_of_slot]
+    for r in range(rows):
+        assert sorted(strata_seen[r * k : (r + 1) * k]) == list(range(k))
+    assert sorted(strata_seen[rows * k :]) == list(range(extra))
+
+
+def test_layouts_made_now_are_stratified_and_old_states_keep_their_order():
+    hint = ReadHint(record_bytes=100, cache_bytes=3_000_000, min_block_records=4)
+    layout = choose_layout(hint, num_records=100_000, batch_size=16, world_size=2)
+    assert layout.strata == layout.slice_blocks // 1 and layout.as_dict()["strata"] == layout.strata
+    assert WindowLayout.from_dict(layout.as_dict()) == layout
+    old = {k: v for k, v in layout.as_dict().items() if k != "strata"}  # a state from before
+    assert WindowLayout.from_dict(old).strata is None
+    assert np.array_equal(
+        WindowedOrder(WindowLayout.from_dict(old), seed=5, epoch=1)[:],
+        WindowedOrder(dataclasses.replace(layout, strata=None), seed=5, epoch=1)[:],
+    )
+    assert not np.array_equal(
+        WindowedOrder(layout, seed=5, epoch=1)[:5000],
+        WindowedOrder(WindowLayout.from_dict(old), seed=5, epoch=1)[:5000],
+    )
+    with pytest.raises(epochal.Error, match=r"strata must be None or an integer >= 1, got 0"):
+        WindowLayout.from_dict({**layout.as_dict(), "strata": 0})
+    assert "drawn from" in epochal._windows.describe_layout(layout)
+
+
 @settings(max_examples=examples(100), deadline=None)
 @given(layouts, st.integers(0, 2**64 - 1), st.integers(0, 50))
 def test_exact_bijection_for_every_layout(layout, seed, epoch):
@@ -108,7 +200,13 @@ def _windows_and_ranks(layout: WindowLayout):
 
 
 @settings(max_examples=examples(60), deadline=None)
-@given(few_windows, st.integers(0, 1000))
+@given(
+    st.one_of(
+        few_windows,
+        st.builds(lambda x, k: dataclasses.replace(x, strata=k), few_windows, st.integers(1, 40)),
+    ),
+    st.integers(0, 1000),
+)
 def test_each_rank_reads_only_its_own_blocks(layout, seed):
     """Rank r's positions in a window read its own block-order slice: the records of
     ``ranges(window, ranks=[r])`` and no other, touching at most 2 blocks that any other
@@ -211,9 +309,9 @@ def test_chosen_layout_fits_the_cache_and_mixes(
     assert layout.window_records % (bsz * world) == 0
     assert layout.block_records % unit == 0
     if layout.block_records > unit:  # not held up by the fetch unit: the mixing rule holds
-        assert layout.slice_blocks >= 2 * bsz
+        assert layout.strata and layout.slice_blocks >= bsz  # stratified: K >= B
         bigger = layout.block_records + unit
-        assert layout.slice_blocks * layout.block_records < 2 * bsz * bigger
+        assert layout.slice_blocks * layout.block_records < bsz * bigger
 
 
 def test_too_small_a_cache_says_the_minimum(monkeypatch):
@@ -256,8 +354,15 @@ def test_batches_mix_like_a_global_shuffle_on_a_label_ordered_store(world_size):
         plain = _mean_tv(make_order(n, seed=seed), plans, labels, classes)
         windowed = _mean_tv(WindowedOrder(layout, seed=seed, epoch=0), plans, labels, classes)
         assert windowed <= 1.25 * plain, (seed, windowed / plain)
+        # stratified blocks mix better than the unstratified draw of the same blocks
+        unstratified = dataclasses.replace(layout, strata=None)
+        assert windowed < _mean_tv(
+            WindowedOrder(unstratified, seed=seed, epoch=0), plans, labels, classes
+        )
     # the same windows made of a few big blocks mix like single shards: the test can fail
-    coarse = WindowLayout(**{**layout.as_dict(), "block_records": 8 * layout.block_records})
+    coarse = WindowLayout(
+        **{**layout.as_dict(), "block_records": 8 * layout.block_records, "strata": None}
+    )
     windowed = _mean_tv(WindowedOrder(coarse, seed=0, epoch=0), plans, labels, classes)
     assert windowed > 1.5 * _mean_tv(make_order(n, seed=0), plans, labels, classes)
 

@@ -424,3 +424,41 @@ def test_a_damaged_cached_head_is_fetched_again_not_reported_as_a_corrupt_store(
     fresh = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path)
     picks = np.array([3 * g, 5 * g + 1])
     assert np.asarray(fresh.get_columns(picks)["index"]).tolist() == picks.tolist()
+
+
+def test_a_window_s_runs_with_small_gaps_are_one_range_get(s3, s3_proxy, tmp_path):
+    # a window reads runs of 10 granules of one shard with one unwanted granule between
+    # them: prefetched as ONE range GET (the gaps' bytes fetched and dropped, <= 1.1x), where
+    # the same records read as batch misses (never coalesced) cost one GET per run
+    url, manifest = _write(s3, 1024, shard_size=256 << 10)
+    g = manifest.shards[0].granule_records
+    units = manifest.shards[0].records // g
+    runs = [(u, u + 10) for u in range(0, units - 9, 11)]
+    assert len(runs) >= 3
+    ranges = np.array([[a * g, b * g] for a, b in runs], dtype=np.int64)
+    picks = np.concatenate([np.arange(a, b) for a, b in ranges.tolist()])
+    prefix = f"epochal-test/{url.split('/')[-1]}/shards/"
+    proxy = s3_proxy()
+
+    demand = epochal.open(url, storage_options=proxy.options, cache_dir=tmp_path / "a")
+    _check(demand.get_columns(picks), picks)
+    separate = proxy.traffic(prefix)
+    proxy.reset()
+
+    store = epochal.open(url, storage_options=proxy.options, cache_dir=tmp_path / "b")
+    store.schedule(ranges, window=0)
+    cache = store._cache
+    assert cache is not None
+    cache._local().pool.shutdown(wait=True)
+    cache._local().pool = None
+    coalesced = proxy.traffic(prefix)
+    assert separate.requests - coalesced.requests == len(runs) - 1  # same heads, 1 data GET
+    wanted = len(picks) * RECORD_INTS * 8
+    assert wanted < coalesced.bytes - (separate.bytes - wanted) <= 1.1 * wanted
+    # the wanted granules are cached, the gaps' are not, and reads need no more requests
+    assert all(os.path.exists(cache.unit_path(0, u)) for a, b in runs for u in range(a, b))
+    assert not any(os.path.exists(cache.unit_path(0, b)) for _, b in runs[:-1])
+    proxy.reset()
+    _check(store.get_columns(picks), picks)
+    assert proxy.traffic(prefix).requests == 0
+    cache.close()

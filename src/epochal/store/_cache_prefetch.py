@@ -24,9 +24,23 @@ from epochal.store._format import Manifest
 if TYPE_CHECKING:
     from epochal.store._remote import _ProcessState
 
-__all__ = ["PREFETCH_THREADS", "Prefetch"]
+__all__ = ["COALESCE_GAP", "COALESCE_WASTE", "PREFETCH_THREADS", "Prefetch", "coalesces"]
 
 PREFETCH_THREADS = 16  # range GETs in flight: object stores reward parallel requests
+# A window's runs of granules in one shard with a gap of unwanted granules between them are
+# one range GET (coalesced) when the gap is at most COALESCE_GAP bytes and the request's
+# gaps together at most 1/COALESCE_WASTE of its wanted bytes: requests cost more than
+# bytes, but bytes per epoch must stay within 1.1x of the store
+COALESCE_GAP = 4 << 20
+COALESCE_WASTE = 10
+
+
+def coalesces(gap: int, wasted: int, wanted: int) -> bool:
+    """Whether a run ``gap`` bytes past a request of ``wanted`` bytes (``wasted`` of them
+    gaps already) joins that request, ``wanted`` counting the new run's bytes too."""
+    return gap == 0 or (gap <= COALESCE_GAP and (wasted + gap) * COALESCE_WASTE <= wanted)
+
+
 _log = logging.getLogger("epochal.store")
 
 
@@ -98,18 +112,26 @@ class Prefetch(DiskBound):
             for u in range(u0, u1):
                 first.setdefault((k, u), len(first))
         missing = sorted(ku for ku in first if not os.path.exists(self.unit_path(*ku)))
-        tasks: list[tuple[int, int, list[int]]] = []  # (first read, shard, run)
+        # (first read, shard, units, gap units): runs of a shard with small gaps between
+        # them coalesce into one task, which _fetch_granules fetches as one range GET
+        tasks: list[tuple[int, int, list[int], int]] = []
+        unit = self._unit_bytes()
         for k, u in missing:
-            if tasks and tasks[-1][1] == k and tasks[-1][2][-1] + 1 == u:
-                tasks[-1][2].append(u)
-                tasks[-1] = (min(tasks[-1][0], first[k, u]), k, tasks[-1][2])
-            else:
-                tasks.append((first[k, u], k, [u]))
-        for _, k, run in sorted(tasks):  # what the first batch reads first
-            futures.append(state.pool.submit(self._prefetch, k, run, window))
+            if tasks and tasks[-1][1] == k:
+                at, _, units, gaps = tasks[-1]
+                gap = u - units[-1] - 1
+                size = int(unit[k])
+                if coalesces(gap * size, gaps * size, (len(units) + 1) * size):
+                    units.append(u)
+                    tasks[-1] = (min(at, first[k, u]), k, units, gaps + gap)
+                    continue
+            tasks.append((first[k, u], k, [u], 0))
+        for _, k, units, _ in sorted(tasks):  # what the first batch reads first
+            futures.append(state.pool.submit(self._prefetch, k, units, window))
 
     def _fetch_run(self, k: int, units: list[int], window: int | None) -> None:
-        """Fetch the missing ones of granules ``units`` of shard ``k`` under their locks."""
+        """Fetch the missing ones of granules ``units`` (sorted) of shard ``k`` under their
+        locks; for a window (``window`` set) runs with small gaps between them are one request."""
         if not self.blocks:
             self.ensure(k, 0)
             return
@@ -162,15 +184,18 @@ class Prefetch(DiskBound):
                 future.cancel()
         self._write_pins(state)
 
+    def _unit_bytes(self) -> np.ndarray:
+        """Per shard, the bytes of one of its units (estimated from the manifest)."""
+        sizes = np.array([s.bytes for s in self.manifest.shards], dtype=np.int64)
+        return sizes // np.diff(self._unit_base)
+
     def scheduled_bytes(self, window: int) -> int:
         """Bytes of the units pinned for ``window`` (estimated from the manifest)."""
         ids = self._local().windows.get(window)
         if ids is None or not len(ids):
             return 0
         k = np.searchsorted(self._unit_base, ids, side="right") - 1
-        sizes = np.array([s.bytes for s in self.manifest.shards], dtype=np.int64)
-        units = np.diff(self._unit_base)
-        return int((sizes[k] // units[k]).sum())
+        return int(self._unit_bytes()[k].sum())
 
     def close(self) -> None:
         """Stop prefetching and drop this process's schedule."""

@@ -60,6 +60,7 @@ from epochal.store._blocks import (
     parse_index,
 )
 from epochal.store._cache_files import CacheTooSmallError, _alloc, _NoRoom
+from epochal.store._cache_prefetch import coalesces
 from epochal.store._cache_reads import CachedReads
 from epochal.store._errors import CorruptStoreError, StoreWarning
 from epochal.store._format import SHARDS_DIR, Column, Manifest
@@ -250,13 +251,18 @@ class ShardCache(CachedReads):
     # -- fetching ----------------------------------------------------------------------------
 
     def _get_ranges(
-        self, k: int, ranges: list[tuple[int, int]], *, groups: list[int] | None = None
+        self,
+        k: int,
+        ranges: list[tuple[int, int]],
+        *,
+        groups: list[int] | None = None,
     ) -> list[bytes]:
         """Byte ranges of shard ``k``, requested concurrently (fsspec's ``cat_ranges``).
 
-        Ranges of one group (one run of granules) closer than a small gap go in one
-        request: requests, not bytes, are what small columns cost. Ranges of different
-        groups never merge, so a granule between two runs is not fetched again.
+        Ranges of one group (one run of granules, or runs coalesced into one request)
+        closer than a small gap go in one request: requests, not bytes, are what small
+        columns and small blocks cost. Ranges of different groups never merge, so a
+        granule between two runs is not fetched again unless their group says so.
         """
         remote = self.loc.path(SHARDS_DIR, self.manifest.shards[k].name)
         tags = groups if groups is not None else [0] * len(ranges)
@@ -421,10 +427,25 @@ class ShardCache(CachedReads):
         # per range-read column of unit_ranges: whether it is fetched (not with the head)
         fetched = [j not in head.rows for j, col in enumerate(head.cols) if col.kind != "bits"]
         wanted = [[r for r, f in zip(span, fetched, strict=True) if f] for span in spans]
+        # a window's runs with small gaps between them share a group: one request (the
+        # gaps' bytes are fetched and dropped); batch misses (window None) never coalesce
+        group = list(range(len(runs)))
+        fillers: list[tuple[int, int, int]] = []  # the gaps' ranges, per column, of coalesced runs
+        size = [sum(b - a for a, b in span) for span in wanted]
+        wasted = total = 0
+        for i in range(1, len(runs) if window is not None else 0):
+            between = [(b0, a1) for (_, b0), (a1, _) in zip(wanted[i - 1], wanted[i], strict=True)]
+            gap = sum(b - a for a, b in between)
+            if coalesces(gap, wasted, (total or size[i - 1]) + size[i]):
+                group[i] = group[i - 1]
+                wasted, total = wasted + gap, (total or size[i - 1]) + size[i]
+                fillers += [(a, b, group[i]) for a, b in between]
+            else:
+                wasted = total = 0
         flat = self._get_ranges(  # all at once
             k,
-            [r for span in wanted for r in span],
-            groups=[i for i, sp in enumerate(wanted) for _ in sp],
+            [r for span in wanted for r in span] + [(a, b) for a, b, _ in fillers],
+            groups=[group[i] for i, sp in enumerate(wanted) for _ in sp] + [t for *_, t in fillers],
         )
         assert head.granules is not None
         width = sum(fetched)
