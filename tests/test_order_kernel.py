@@ -24,16 +24,14 @@ pytest.importorskip("numba")
 
 def numpy_only(fn):
     """``fn()`` with the kernel hidden: the orders take the numpy path."""
-    with mock.patch.object(_order_kernel, "kernels", lambda: None):
+    with mock.patch.object(_order_kernel, "kernels", lambda size: None):
         return fn()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def kernel_for_every_size():
-    # every call takes the kernel, however small, so small n and edge sizes are covered
-    assert _order_kernel.kernels() is not None
-    with mock.patch.object(_order_kernel, "MIN_SIZE", 1):
-        yield
+def kernel_loaded():
+    # once loaded, every call takes the kernel, however small: small n and edge sizes too
+    assert _order_kernel.kernels(_order_kernel.MIN_SIZE) is not None
 
 
 def test_golden_order_through_the_kernel():

@@ -19,14 +19,19 @@ from collections.abc import Callable
 
 __all__ = ["MIN_SIZE", "kernels"]
 
-MIN_SIZE = 2_048  # below this many positions the numpy path is fast enough: never load numba for it
+MIN_SIZE = 2_048  # a call of fewer positions never loads numba (once loaded, every call uses it)
 
 _kernels: tuple[Callable[..., None], Callable[..., None]] | None = None
 _tried = False
 
 
-def kernels() -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """``(permute, permute_range)`` compiled, or None when numba is missing or disabled.
+def kernels(size: int) -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """``(permute, permute_range)`` compiled, or None when numba is missing or disabled,
+    for a call on ``size`` positions: the first call of ``MIN_SIZE`` or more loads them.
+
+    Small calls take the kernel too once it is loaded: the numpy path's cost is mostly per
+    call (~45 ufunc calls per cycle-walking pass, ~0.5 ms for a batch of 256 of an order
+    that walks several passes), the kernel's a few ns per position.
 
     ``permute(x, out, keys, low_bits, high_bits, n, inverse)`` writes the (inverse)
     permutation of every element of the integer array ``x`` into the int64 array ``out``;
@@ -35,7 +40,7 @@ def kernels() -> tuple[Callable[..., None], Callable[..., None]] | None:
     value in ``[0, n)``).
     """
     global _kernels, _tried
-    if not _tried:
+    if not _tried and size >= MIN_SIZE:
         _tried = True
         if os.environ.get("EPOCHAL_NO_NUMBA", "") not in ("", "0"):
             return None

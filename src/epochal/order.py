@@ -165,7 +165,7 @@ class ShuffledOrder(Order):
         """Record indices at positions ``[start, stop)``: the range is checked once, and
         permuted from a uint64 ``arange`` (no positions array to check and convert)."""
         _check_range(start, stop, self.n)
-        if stop - start >= _order_kernel.MIN_SIZE and (kernels := _order_kernel.kernels()):
+        if kernels := _order_kernel.kernels(stop - start):
             out = np.empty(stop - start, dtype=np.int64)
             kernels[1](np.uint64(start), out, *self._kernel_args)
             return out
@@ -174,11 +174,7 @@ class ShuffledOrder(Order):
     def _apply(self, array: np.ndarray, *, inverse: bool, fresh: bool = False) -> np.ndarray:
         """The permutation (or its inverse) of ``array``; ``fresh``: ``array`` is a new uint64
         array of the caller's, permuted in place instead of copied first."""
-        if (
-            array.size >= _order_kernel.MIN_SIZE
-            and array.dtype in _KERNEL_DTYPES
-            and (kernels := _order_kernel.kernels())
-        ):
+        if array.dtype in _KERNEL_DTYPES and (kernels := _order_kernel.kernels(array.size)):
             # the same mapping compiled: reads the input once and writes the result once
             out = np.empty(array.shape, dtype=np.int64)
             kernels[0](array.ravel(), out.reshape(-1), *self._kernel_args, inverse)
