@@ -90,6 +90,17 @@ def _order_pass(order: object, n: int, *, numpy_only: bool = False) -> Callable[
     return go_numpy
 
 
+def _range_pass(order: object, n: int) -> Callable[[], int]:
+    """One epoch of ``order.index_range`` in blocks: the Loader's one-rank path."""
+
+    def go() -> int:
+        for lo in range(0, n, ORDER_BLOCK):
+            order.index_range(lo, min(n, lo + ORDER_BLOCK))  # type: ignore[attr-defined]
+        return n
+
+    return go
+
+
 def _multiply_pass(n: int) -> Callable[[], int]:
     """One numpy uint64 multiply per index: the machine's speed, to read ns/index against."""
     x = np.arange(ORDER_BLOCK, dtype=np.uint64)
@@ -118,6 +129,7 @@ def overhead(rounds: int = OVERHEAD_ROUNDS) -> list[str]:
         runs[f"bare{b}"] = _bare_epoch(column, [indices[a : a + b] for a in range(0, n, b)])
     runs["order"] = _order_pass(order, n)
     runs["order_numpy"] = _order_pass(order, n, numpy_only=True)
+    runs["order_range"] = _range_pass(order, n)
     runs["multiply"] = _multiply_pass(n)
     for fn in runs.values():
         fn()  # warm-up
@@ -184,6 +196,8 @@ def _overhead_lines(clock: str, times: dict[str, list[float]], n: int, rounds: i
         f" numpy uint64 multiplies per index, measured in the same rounds",
         f"  order, numpy path (kernel hidden), same rounds: "
         f"{med([t / n * 1e9 for t in times['order_numpy']])} ns per index",
+        f"  order.index_range (the Loader's one-rank path), same rounds: "
+        f"{med([t / n * 1e9 for t in times['order_range']])} ns per index",
     ]
     return lines
 
