@@ -145,13 +145,13 @@ def overhead(rounds: int = OVERHEAD_ROUNDS) -> list[str]:
             runs[name]()
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start)
-    from epochal import _order_kernel
+    try:
+        from epochal import _order_kernel
 
-    path = (
-        "numba kernel"
-        if _order_kernel.kernels(_order_kernel.MIN_SIZE)
-        else "numpy (numba not installed)"
-    )
+        kernel = _order_kernel.kernels(_order_kernel.MIN_SIZE) is not None
+    except ImportError:  # an older tree (before/after runs)
+        kernel = False
+    path = "numba kernel" if kernel else "numpy"
     lines = [
         f"Loader's own cost: {n:,} int64 records, from_arrays, no transform, shuffled, "
         f"{rounds} interleaved rounds, median; order path: {path}",
