@@ -162,8 +162,10 @@ class ShuffledOrder(Order):
         return self._apply(array, inverse=True)
 
     def index_range(self, start: int, stop: int) -> np.ndarray:
-        """Record indices at positions ``[start, stop)``: the range is checked once, and
-        permuted from a uint64 ``arange`` (no positions array to check and convert)."""
+        """Record indices at positions ``[start, stop)``: the range is checked once (which
+        puts every position in bounds), then permuted by the compiled kernel when loaded (see
+        :mod:`epochal._order_kernel`), else from a uint64 ``arange`` (no positions array to
+        check and convert)."""
         _check_range(start, stop, self.n)
         if kernels := _order_kernel.kernels(stop - start):
             out = np.empty(stop - start, dtype=np.int64)
