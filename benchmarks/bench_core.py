@@ -68,10 +68,36 @@ def _bare_epoch(column: np.ndarray, batches: list[np.ndarray]) -> Callable[[], i
     return go
 
 
-def _order_pass(order: object, n: int) -> Callable[[], int]:
+def _order_pass(order: object, n: int, *, numpy_only: bool = False) -> Callable[[], int]:
+    """One epoch of the order in blocks; ``numpy_only``: with the compiled kernel (the
+    ``fast`` extra) hidden, so both paths are timed in the same rounds."""
+    from unittest import mock
+
     def go() -> int:
         for lo in range(0, n, ORDER_BLOCK):
             order.index(np.arange(lo, min(n, lo + ORDER_BLOCK), dtype=np.int64))  # type: ignore[attr-defined]
+        return n
+
+    try:
+        from epochal import _order_kernel
+    except ImportError:  # an older tree (before/after runs): numpy is its only path
+        return go
+    if not numpy_only:
+        return go
+
+    def go_numpy() -> int:
+        with mock.patch.object(_order_kernel, "kernels", lambda size: None):
+            return go()
+
+    return go_numpy
+
+
+def _range_pass(order: object, n: int) -> Callable[[], int]:
+    """One epoch of ``order.index_range`` in blocks: the Loader's one-rank path."""
+
+    def go() -> int:
+        for lo in range(0, n, ORDER_BLOCK):
+            order.index_range(lo, min(n, lo + ORDER_BLOCK))  # type: ignore[attr-defined]
         return n
 
     return go
@@ -104,6 +130,8 @@ def overhead(rounds: int = OVERHEAD_ROUNDS) -> list[str]:
         runs[f"loader{b}"] = _loader_pass(epochal.Loader(source, b, seed=0))
         runs[f"bare{b}"] = _bare_epoch(column, [indices[a : a + b] for a in range(0, n, b)])
     runs["order"] = _order_pass(order, n)
+    runs["order_numpy"] = _order_pass(order, n, numpy_only=True)
+    runs["order_range"] = _range_pass(order, n)
     runs["multiply"] = _multiply_pass(n)
     for fn in runs.values():
         fn()  # warm-up
@@ -117,9 +145,16 @@ def overhead(rounds: int = OVERHEAD_ROUNDS) -> list[str]:
             runs[name]()
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start)
+    try:
+        from epochal import _order_kernel
+
+        kernel = _order_kernel.kernels(_order_kernel.MIN_SIZE) is not None
+    except ImportError:  # an older tree (before/after runs)
+        kernel = False
+    path = "numba kernel" if kernel else "numpy"
     lines = [
         f"Loader's own cost: {n:,} int64 records, from_arrays, no transform, shuffled, "
-        f"{rounds} interleaved rounds, median",
+        f"{rounds} interleaved rounds, median; order path: {path}",
     ]
     for clock, times in (("wall-clock", wall), ("process CPU time", cpu)):
         lines += _overhead_lines(clock, times, n, rounds)
@@ -161,6 +196,10 @@ def _overhead_lines(clock: str, times: dict[str, list[float]], n: int, rounds: i
         f"   [target <= 10]",
         f"    = {statistics.median(o / m for o, m in zip(times['order'], times['multiply'])):.1f}"
         f" numpy uint64 multiplies per index, measured in the same rounds",
+        f"  order, numpy path (kernel hidden), same rounds: "
+        f"{med([t / n * 1e9 for t in times['order_numpy']])} ns per index",
+        f"  order.index_range (the Loader's one-rank path), same rounds: "
+        f"{med([t / n * 1e9 for t in times['order_range']])} ns per index",
     ]
     return lines
 

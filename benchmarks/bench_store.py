@@ -34,19 +34,25 @@ import numpy as np
 import epochal
 
 BATCH = 256
+CPU = "@cpu"  # suffix of a contender's CPU-time entries in the timings
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
     """Seconds of each function per round, one run of each per round, in turn; each round
-    starts one contender later, so none always runs right after the same neighbour."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    starts one contender later, so none always runs right after the same neighbour.
+
+    ``name`` holds wall-clock seconds, ``name + CPU`` this process's CPU seconds: on a
+    shared machine the load disturbs the second far less (a local store is read in this
+    process at any ``num_workers``, so its CPU time is all here)."""
+    times: dict[str, list[float]] = {key: [] for name in fns for key in (name, name + CPU)}
     names = list(fns)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = fns[name]
             gc.collect()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
+            times[name + CPU].append(time.process_time() - start_cpu)
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -161,7 +167,8 @@ def _fixed(n: int, scratch: str, rounds: int, rows: list[tuple[str, str]]) -> No
         rows.append(
             (
                 f"[{n:,}]   {what} / memmap",
-                f"{_ratio(times, name, 'memmap')}; {extra:+.1f} us per batch"
+                f"{_ratio(times, name, 'memmap')}; {extra:+.1f} us per batch; "
+                f"CPU time {_ratio(times, name + CPU, 'memmap' + CPU)}"
                 + (f"   [target {target}]" if target else ""),
             )
         )
@@ -211,7 +218,8 @@ def _variable(n_var: int, scratch: str, rounds: int, rows: list[tuple[str, str]]
         seconds = statistics.median(times[name])
         rate = f"{n_var / seconds:,.0f} samples/s, {mb / seconds:,.0f} MB/s"
         if name != "memmap":
-            rate += f" = {_ratio(times, name, 'memmap')}"
+            rate += f" = {_ratio(times, name, 'memmap')}; CPU time "
+            rate += _ratio(times, name + CPU, "memmap" + CPU)
         rows.append((f"[{n_var:,} variable 1-8 KiB] {what}", rate))
 
 

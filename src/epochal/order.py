@@ -24,6 +24,7 @@ from typing import overload
 
 import numpy as np
 
+from epochal import _order_kernel
 from epochal._errors import InvalidTypeError, InvalidValueError, OutOfRangeError
 from epochal._keys import order_keys
 from epochal._keys import round_hash as _hash
@@ -33,6 +34,8 @@ __all__ = ["MAX_RECORDS", "IdentityOrder", "Order", "ShuffledOrder", "make_order
 MAX_RECORDS = 1 << 62  # largest supported n: the domain and its halves fit in uint64 arithmetic
 _ROUNDS = 6  # 3 rounds per half: well mixed by every statistical test in tests/test_order.py
 _CHUNK = 1 << 16  # positions per vectorised block: keeps temporaries in the CPU cache
+# inputs the compiled kernel takes as they are (one compilation each); others use numpy
+_KERNEL_DTYPES = (np.dtype(np.int64), np.dtype(np.uint64))
 
 
 def _check_n(n: int) -> int:
@@ -137,6 +140,13 @@ class ShuffledOrder(Order):
         bits = max(2, (self.n - 1).bit_length())
         self._low_bits = bits // 2
         self._high_bits = bits - self._low_bits
+        # the compiled kernel's arguments (epochal._order_kernel), all uint64 like its arithmetic
+        self._kernel_args = (
+            np.array(self._keys, dtype=np.uint64),
+            np.uint64(self._low_bits),
+            np.uint64(self._high_bits),
+            np.uint64(self.n),
+        )
 
     def __repr__(self) -> str:
         return f"ShuffledOrder(n={self.n}, seed={self.seed}, epoch={self.epoch})"
@@ -152,14 +162,25 @@ class ShuffledOrder(Order):
         return self._apply(array, inverse=True)
 
     def index_range(self, start: int, stop: int) -> np.ndarray:
-        """Record indices at positions ``[start, stop)``: the range is checked once, and
-        permuted from a uint64 ``arange`` (no positions array to check and convert)."""
+        """Record indices at positions ``[start, stop)``: the range is checked once (which
+        puts every position in bounds), then permuted by the compiled kernel when loaded (see
+        :mod:`epochal._order_kernel`), else from a uint64 ``arange`` (no positions array to
+        check and convert)."""
         _check_range(start, stop, self.n)
+        if kernels := _order_kernel.kernels(stop - start):
+            out = np.empty(stop - start, dtype=np.int64)
+            kernels[1](np.uint64(start), out, *self._kernel_args)
+            return out
         return self._apply(np.arange(start, stop, dtype=np.uint64), inverse=False, fresh=True)
 
     def _apply(self, array: np.ndarray, *, inverse: bool, fresh: bool = False) -> np.ndarray:
         """The permutation (or its inverse) of ``array``; ``fresh``: ``array`` is a new uint64
         array of the caller's, permuted in place instead of copied first."""
+        if array.dtype in _KERNEL_DTYPES and (kernels := _order_kernel.kernels(array.size)):
+            # the same mapping compiled: reads the input once and writes the result once
+            out = np.empty(array.shape, dtype=np.int64)
+            kernels[0](array.ravel(), out.reshape(-1), *self._kernel_args, inverse)
+            return out
         # a copy unless fresh: permuted in place from here on
         x = array.ravel() if fresh else array.astype(np.uint64).ravel()
         self._permute_domain(x, inverse)
