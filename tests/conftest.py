@@ -12,6 +12,7 @@ property test's examples (tests/_budget.py); CI draws them all.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -93,7 +94,14 @@ def _quick(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under ``-m "not slow"``, property tests draw fewer examples (before modules import)."""
+    """Under ``-m "not slow"``, property tests draw fewer examples (before modules import).
+
+    The suite runs the order's numpy path, the definition, in this process and in every
+    subprocess it starts (numba's import would cost each of them a second or two);
+    tests/test_order_kernel.py loads the compiled kernel and checks it gives the same bits.
+    ``EPOCHAL_NO_NUMBA=0 pytest`` runs everything through the kernel instead.
+    """
+    os.environ.setdefault("EPOCHAL_NO_NUMBA", "1")
     if _quick(config):
         _budget.QUICK = True
         # for the property tests that do not set their own max_examples

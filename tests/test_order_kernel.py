@@ -7,6 +7,7 @@ direction, cycle walking included. Skipped where numba is not installed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from unittest import mock
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _budget import examples
 from epochal import _order_kernel
 from epochal.order import MAX_RECORDS, ShuffledOrder
 
@@ -30,8 +32,12 @@ def numpy_only(fn):
 
 @pytest.fixture(autouse=True, scope="module")
 def kernel_loaded():
-    # once loaded, every call takes the kernel, however small: small n and edge sizes too
-    assert _order_kernel.kernels(_order_kernel.MIN_SIZE) is not None
+    # the rest of the suite runs the numpy path (EPOCHAL_NO_NUMBA=1, tests/conftest.py):
+    # load the kernel here; once loaded, every call takes it, however small
+    with mock.patch.dict(os.environ, {"EPOCHAL_NO_NUMBA": "0"}):
+        _order_kernel._tried = False
+        assert _order_kernel.kernels(_order_kernel.MIN_SIZE) is not None
+    yield
 
 
 def test_golden_order_through_the_kernel():
@@ -40,7 +46,7 @@ def test_golden_order_through_the_kernel():
     assert ShuffledOrder(10, seed=0, epoch=1).index_range(0, 10).tolist() == epoch_1
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     n=st.one_of(
         st.integers(1, 70_000),
@@ -96,4 +102,5 @@ def test_import_epochal_does_not_import_numba():
         "import os; os.environ['EPOCHAL_NO_NUMBA'] = '1'; o.index_range(0, 10**5); "
         "assert 'numba' not in sys.modules, 'switched off'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "EPOCHAL_NO_NUMBA"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
