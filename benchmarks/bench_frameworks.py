@@ -8,7 +8,9 @@ Dataset that opens each file with PIL) under a shuffling DataLoader, cropping an
 the way torchvision's ``RandomResizedCrop`` does a PIL image (crop, then one bilinear
 resize); torchvision itself cannot be imported on this machine. Both sides draw the same
 boxes and produce the same pixels. Both at 0 and 2 workers, the four loaders interleaved in
-every round (so the 2-workers-vs-0 ratio compares runs of the same round too).
+every round (so the 2-workers-vs-0 ratio compares runs of the same round too). Two
+bare runs, the pipeline without any loader in 1 and in 2 forked processes, show what a
+second core gives this work on this machine: the ceiling of 2 workers against 0.
 
 HF: one epoch of a ``datasets.Dataset`` (an int label and a list of 16 floats per row)
 through ``from_dataset`` (the columnar path) and from a store written from the same Dataset
@@ -28,6 +30,7 @@ import gc
 import io
 import itertools
 import math
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -213,6 +216,34 @@ def _epoch(loader: Any, batches: int | None = None) -> Callable[[], int]:
     return go
 
 
+def _bare(store: Any, size: int, processes: int) -> Callable[[], int]:
+    """No loader: the same decode + crop + flip of every record, split over
+    ``processes`` forked processes that share nothing, so two of them show how much a
+    second core gives this work on this machine (the ceiling of any loader's workers)."""
+    transform = _StoreTransform(size)
+
+    def part(indices: range) -> None:
+        for i in indices:
+            transform(store[i], np.random.default_rng(i))
+
+    def go() -> int:
+        n = len(store)
+        if processes == 1:
+            part(range(n))
+            return n
+        context = multiprocessing.get_context("fork")
+        procs = [
+            context.Process(target=part, args=(range(k, n, processes),)) for k in range(processes)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        return n
+
+    return go
+
+
 def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
     files = _image_folder(work / "folder", cfg.images)
     result = ingest(work / "folder")
@@ -245,6 +276,8 @@ def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
     runs["epochal 0 seeded"] = _epoch(
         epochal.Loader(store, cfg.batch_size, seed=0, transform=_StoreTransform(cfg.crop))
     )
+    if "fork" in multiprocessing.get_all_start_methods():
+        runs["bare 1"], runs["bare 2"] = _bare(store, cfg.crop, 1), _bare(store, cfg.crop, 2)
     for run in runs.values():
         run()  # start the workers, warm the page cache
     rates, cpu, worker_cpu = _rounds(runs, cfg.repeats, loaders)
@@ -286,6 +319,15 @@ def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
                 f"{'epochal' if name == 'epochal' else 'PIL Dataset'} 2 workers vs 0 workers",
                 _ratio_text(rates[f"{name} 2"], rates[f"{name} 0"], "", rate=False),
                 ">= 1.6x on 2 cores" if name == "epochal" else "",
+            )
+        )
+    if "bare 2" in rates:
+        rows.append(
+            (
+                "no loader: the pipeline in 2 processes vs 1",
+                _ratio_text(rates["bare 2"], rates["bare 1"], "", rate=False)
+                + " (this machine's ceiling for 2 workers)",
+                "",
             )
         )
     for name in ("epochal", "pil"):
