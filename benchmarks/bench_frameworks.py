@@ -8,7 +8,9 @@ Dataset that opens each file with PIL) under a shuffling DataLoader, cropping an
 the way torchvision's ``RandomResizedCrop`` does a PIL image (crop, then one bilinear
 resize); torchvision itself cannot be imported on this machine. Both sides draw the same
 boxes and produce the same pixels. Both at 0 and 2 workers, the four loaders interleaved in
-every round (so the 2-workers-vs-0 ratio compares runs of the same round too).
+every round (so the 2-workers-vs-0 ratio compares runs of the same round too). Two
+bare runs, the pipeline without any loader in 1 and in 2 forked processes, show what a
+second core gives this work on this machine: the ceiling of 2 workers against 0.
 
 HF: one epoch of a ``datasets.Dataset`` (an int label and a list of 16 floats per row)
 through ``from_dataset`` (the columnar path) and from a store written from the same Dataset
@@ -18,7 +20,7 @@ it reads a tenth of the rows).
 
 Every comparison runs interleaved in the same process, the order rotating from round to
 round; the table shows medians of the per-round rates and of the per-round ratios. The
-defaults take about a minute on an idle 2-core machine.
+defaults take about two minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import gc
 import io
 import itertools
 import math
+import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -49,8 +53,9 @@ from epochal.store._ingest import ingest
 class Config:
     """Options of the frameworks benchmark."""
 
-    images: int = 256
-    """JPEG files in the image folder (128 x 96 pixels each; 0 skips the image part)."""
+    images: int = 2048
+    """JPEG files in the image folder (128 x 96 pixels each; 0 skips the image part). An
+    epoch of 64 batches: enough that starting and draining the workers is a small part."""
     crop: int = 64
     """Side of the random-resized crop."""
     batch_size: int = 32
@@ -151,24 +156,52 @@ def _image_folder(root: Path, count: int) -> list[tuple[str, int]]:
     return sorted(files)
 
 
+def _worker_pids(loader: Any) -> list[int]:
+    """The worker processes of a DataLoader (or of an epochal Loader's) started by a
+    pass; none at 0 workers. Private attributes: this is only for measuring."""
+    dataloader = getattr(loader, "_dataloader", loader)
+    iterator = getattr(dataloader, "_iterator", None)
+    return [w.pid for w in getattr(iterator, "_workers", ())]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux's /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rounds(
-    runs: dict[str, Callable[[], int]], repeats: int
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Samples/s of each run in each of ``repeats`` rounds, and the median CPU seconds
-    per sample of this process in each run (a measure of work that another load on the
-    machine does not inflate). Every round runs each once, in an order rotated by one per
+    runs: dict[str, Callable[[], int]], repeats: int, workers: dict[str, Any] | None = None
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
+    """Samples/s of each run in each of ``repeats`` rounds; the median CPU seconds per
+    sample of this process in each run, and of its worker processes (``workers`` maps a
+    run to its loader) - measures of work that another load on the machine inflates much
+    less than it does time. Every round runs each once, in an order rotated by one per
     round, so no run always follows the same neighbour."""
     names = list(runs)
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
+    worker_cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             gc.collect()
+            pids = _worker_pids((workers or {}).get(name))
+            before = [_cpu_seconds(pid) for pid in pids]
             start, start_cpu = time.perf_counter(), time.process_time()
             samples = runs[name]()
             rates[name].append(samples / (time.perf_counter() - start))
             cpu[name].append((time.process_time() - start_cpu) / samples)
-    return rates, {name: statistics.median(v) for name, v in cpu.items()}
+            spent = sum(_cpu_seconds(pid) - b for pid, b in zip(pids, before))
+            worker_cpu[name].append(spent / samples)
+    median = statistics.median
+    return (
+        rates,
+        {name: median(v) for name, v in cpu.items()},
+        {name: median(v) for name, v in worker_cpu.items()},
+    )
 
 
 def _epoch(loader: Any, batches: int | None = None) -> Callable[[], int]:
@@ -183,13 +216,41 @@ def _epoch(loader: Any, batches: int | None = None) -> Callable[[], int]:
     return go
 
 
+def _bare(store: Any, size: int, processes: int) -> Callable[[], int]:
+    """No loader: the same decode + crop + flip of every record, split over
+    ``processes`` forked processes that share nothing, so two of them show how much a
+    second core gives this work on this machine (the ceiling of any loader's workers)."""
+    transform = _StoreTransform(size)
+
+    def part(indices: range) -> None:
+        for i in indices:
+            transform(store[i], np.random.default_rng(i))
+
+    def go() -> int:
+        n = len(store)
+        if processes == 1:
+            part(range(n))
+            return n
+        context = multiprocessing.get_context("fork")
+        procs = [
+            context.Process(target=part, args=(range(k, n, processes),)) for k in range(processes)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        return n
+
+    return go
+
+
 def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
     files = _image_folder(work / "folder", cfg.images)
     result = ingest(work / "folder")
     epochal.write(result.records, work / "store", metadata=result.metadata)
     store = epochal.open(work / "store")
     _check_same_pixels(store, files, cfg.crop)
-    runs = {}
+    runs, loaders = {}, {}
     for workers in (0, 2):
         # the transform draws only from its rng argument, as the baseline's Dataset draws
         # only from its own generator: neither needs the global RNGs seeded per record
@@ -209,14 +270,17 @@ def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
             persistent_workers=workers > 0,
         )
         runs[f"epochal {workers}"], runs[f"pil {workers}"] = _epoch(loader), _epoch(baseline)
+        loaders[f"epochal {workers}"], loaders[f"pil {workers}"] = loader, baseline
     # the default seed_globals=True (python random, np.random and torch seeded per record,
     # for transforms such as torchvision's that draw from them): what it costs
     runs["epochal 0 seeded"] = _epoch(
         epochal.Loader(store, cfg.batch_size, seed=0, transform=_StoreTransform(cfg.crop))
     )
+    if "fork" in multiprocessing.get_all_start_methods():
+        runs["bare 1"], runs["bare 2"] = _bare(store, cfg.crop, 1), _bare(store, cfg.crop, 2)
     for run in runs.values():
         run()  # start the workers, warm the page cache
-    rates, cpu = _rounds(runs, cfg.repeats)
+    rates, cpu, worker_cpu = _rounds(runs, cfg.repeats, loaders)
     rows = []
     for workers in (0, 2):
         mine, base = rates[f"epochal {workers}"], rates[f"pil {workers}"]
@@ -244,13 +308,38 @@ def _images(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
         )
     )
     for run in ("epochal 0", "pil 0", "epochal 0 seeded", "epochal 2", "pil 2"):
-        rows.append((f"CPU ms per image in the main process, {run}", f"{cpu[run] * 1e3:.2f}", ""))
+        rows.append((f"CPU ms per image in the main process, {run}", f"{cpu[run] * 1e3:.3f}", ""))
+    for run in ("epochal 2", "pil 2"):
+        rows.append(
+            (f"CPU ms per image in the 2 workers, {run}", f"{worker_cpu[run] * 1e3:.3f}", "")
+        )
     for name in ("epochal", "pil"):
         rows.append(
             (
                 f"{'epochal' if name == 'epochal' else 'PIL Dataset'} 2 workers vs 0 workers",
                 _ratio_text(rates[f"{name} 2"], rates[f"{name} 0"], "", rate=False),
                 ">= 1.6x on 2 cores" if name == "epochal" else "",
+            )
+        )
+    if "bare 2" in rates:
+        rows.append(
+            (
+                "no loader: the pipeline in 2 processes vs 1",
+                _ratio_text(rates["bare 2"], rates["bare 1"], "", rate=False)
+                + " (this machine's ceiling for 2 workers)",
+                "",
+            )
+        )
+    for name in ("epochal", "pil"):
+        # what 2 otherwise idle cores would give: 2 cores over the CPU time of an image in
+        # all three processes, against 1 core over that of the 0-worker run
+        total = cpu[f"{name} 2"] + worker_cpu[f"{name} 2"]
+        rows.append(
+            (
+                f"{'epochal' if name == 'epochal' else 'PIL Dataset'} 2 vs 0 workers from CPU time",
+                f"{2 * cpu[f'{name} 0'] / total:.2f}x (2 idle cores / CPU ms per image in all "
+                f"processes)",
+                "",
             )
         )
     return rows
@@ -289,7 +378,7 @@ def _hf(cfg: Config, work: Path) -> list[tuple[str, str, str]]:
             epochal.Loader(DatasetSource(ds), cfg.hf_batch_size, seed=0), max(1, batches // 10)
         ),
     }
-    rates, _ = _rounds(runs, cfg.repeats)
+    rates, _, _ = _rounds(runs, cfg.repeats)
     return [
         ("store of the same rows", f"{statistics.median(rates['store']):,.0f} samples/s", ""),
         (

@@ -1,8 +1,11 @@
-"""Worker batches travel through named shared memory, which a SIGKILL does not leak.
+"""Large tensors of worker batches travel through named shared memory, which a SIGKILL
+does not leak; small ones by value.
 
-The Loader's workers send batches with torch's "file_system" sharing strategy (segments
-in /dev/shm named ``torch_<worker pid>_...``): cheaper per tensor than passing file
-descriptors. Segments held by a process that dies must still be removed.
+The Loader's workers send large tensors with torch's "file_system" sharing strategy
+(segments in /dev/shm named ``torch_<worker pid>_...``): cheaper per tensor than passing
+file descriptors. Segments held by a process that dies must still be removed. Tensors of
+at most 512 KiB are copied into the message instead, which costs both processes less than
+a segment.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ SCRIPT = textwrap.dedent(
     def keep(record, rng):
         return record
 
-    source = epochal.from_arrays(x=np.arange(4096 * 8, dtype=np.float32).reshape(4096, 8))
+    # 64 rows of 4096 float32 = 1 MiB a batch: above the size that travels by value
+    source = epochal.from_arrays(x=np.zeros((1024, 4096), dtype=np.float32))
     loader = epochal.Loader(source, 64, num_workers=2, transform=keep)
     held = []
     for i, batch in enumerate(loader):
@@ -68,3 +72,36 @@ def test_worker_batches_use_named_shared_memory_that_a_sigkill_does_not_leak(tmp
     while _segments(pids) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _segments(pids) == []
+
+
+def test_small_tensors_of_a_worker_batch_travel_by_value_and_large_ones_in_shared_memory():
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch
+    import torch.multiprocessing  # registers the reductions that share tensors
+
+    from epochal._fetch import _BY_VALUE_BYTES, _Array, _to_arrays, send_small_by_value
+
+    image = torch.arange(32 * 3 * 64 * 64, dtype=torch.int64).to(torch.uint8).view(32, 3, 64, 64)
+    batch = {
+        "image": image[:, :, ::2],  # a strided view: its values, not its storage, travel
+        "label": torch.arange(32),
+        "half": torch.ones(4, dtype=torch.bfloat16),  # numpy has no bfloat16
+        "big": torch.zeros(_BY_VALUE_BYTES // 4 + 1, dtype=torch.float32),
+        "nested": [(torch.tensor([1.5]), "text")],
+        "names": ["a", "b"],
+    }
+    message = ForkingPickler.dumps(send_small_by_value(batch))
+    assert len(message) > image[:, :, ::2].numel()  # the image's bytes are in the message
+    back = pickle.loads(message)
+    assert list(back) == list(batch)
+    for name in ("image", "label", "half", "big"):
+        assert type(back[name]) is torch.Tensor and back[name].dtype == batch[name].dtype
+        assert torch.equal(back[name], batch[name])
+    assert back["image"].is_contiguous() and back["image"].numpy().flags.writeable
+    assert torch.equal(back["nested"][0][0], torch.tensor([1.5])) and back["nested"][0][1] == "text"
+    assert back["names"] == ["a", "b"]
+    marked = _to_arrays(batch)
+    assert marked["big"] is batch["big"] and marked["half"] is batch["half"]
+    assert isinstance(marked["label"], _Array) and isinstance(marked["image"], _Array)

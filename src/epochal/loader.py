@@ -22,7 +22,14 @@ import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from epochal._errors import Error
-from epochal._fetch import Fetcher, Transform, collate, identity, start_worker, start_worker_then
+from epochal._fetch import (
+    Fetcher,
+    Transform,
+    collate,
+    send_small_by_value,
+    start_worker,
+    start_worker_then,
+)
 from epochal._keys import check_seed
 from epochal._loader_checks import check_dataloader_only, check_sampler, topology
 from epochal._loader_state import SAMPLER_KEY, STATE_KEYS, STATE_VERSION, WINDOWS_KEY, check_state
@@ -236,7 +243,7 @@ class Loader:
                 self._fetcher,
                 batch_sampler=self._requests,
                 num_workers=num_workers,
-                collate_fn=identity,
+                collate_fn=send_small_by_value,
                 worker_init_fn=(
                     start_worker
                     if worker_init_fn is None
