@@ -102,13 +102,7 @@ stratified = st.builds(
 @settings(max_examples=examples(100), deadline=None)
 @given(stratified, st.integers(0, 2**64 - 1), st.integers(0, 50))
 def test_stratified_order_is_an_exact_bijection_for_every_layout(layout, seed, epoch):
-    order = WindowedOrder(layout, seed=seed, epoch=epoch)
-    n = layout.num_records
-    indices = order.index(np.arange(n))
-    assert np.array_equal(np.sort(indices), np.arange(n))
-    assert np.array_equal(order.position(indices), np.arange(n))
-    p = np.random.default_rng(epoch).permutation(n)
-    assert np.array_equal(order.index(p), indices[p])
+    _assert_exact_bijection(WindowedOrder(layout, seed=seed, epoch=epoch), epoch)
 
 
 @settings(max_examples=examples(60), deadline=None)
@@ -156,12 +150,16 @@ def test_layouts_made_now_are_stratified_and_old_states_keep_their_order():
 @given(layouts, st.integers(0, 2**64 - 1), st.integers(0, 50))
 def test_exact_bijection_for_every_layout(layout, seed, epoch):
     """Every n, b, S, W, B (also n < S, n < b, n < G, n = 1): each record exactly once."""
-    order = WindowedOrder(layout, seed=seed, epoch=epoch)
-    n = layout.num_records
+    _assert_exact_bijection(WindowedOrder(layout, seed=seed, epoch=epoch), epoch)
+
+
+def _assert_exact_bijection(order: WindowedOrder, epoch: int) -> None:
+    """Each record exactly once, ``position`` inverts ``index``, and scalar and vectorised
+    lookups agree in any order and shape."""
+    n = order.n
     indices = order.index(np.arange(n))
     assert np.array_equal(np.sort(indices), np.arange(n))
     assert np.array_equal(order.position(indices), np.arange(n))
-    # scalar and vectorised lookups agree, in any order and shape
     p = np.random.default_rng(epoch).permutation(n)
     assert np.array_equal(order.index(p), indices[p])
     assert order[n - 1] == indices[-1] and order[0] == indices[0]
