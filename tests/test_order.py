@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import chi2
 
 from _budget import examples
+from _rounds import ROUNDS, rounds
 from epochal.order import MAX_RECORDS, IdentityOrder, ShuffledOrder, make_order
 
 
@@ -16,11 +19,72 @@ def _is_permutation(values: np.ndarray, n: int) -> bool:
     return values.shape == (n,) and np.array_equal(np.sort(values), np.arange(n))
 
 
-def test_golden_order_is_part_of_the_contract():
+@pytest.mark.parametrize("way", ROUNDS)
+def test_golden_order_is_part_of_the_contract(way):
     # The mapping below is part of epochal's contract: every shuffled run depends on it.
     # If this test fails, a change altered every user's data order; revert it.
-    assert ShuffledOrder(10, seed=0, epoch=0)[:].tolist() == [7, 0, 2, 3, 9, 5, 4, 1, 8, 6]
-    assert ShuffledOrder(10, seed=0, epoch=1)[:].tolist() == [1, 4, 7, 6, 8, 3, 5, 2, 0, 9]
+    with rounds(way):
+        assert ShuffledOrder(10, seed=0, epoch=0)[:].tolist() == [7, 0, 2, 3, 9, 5, 4, 1, 8, 6]
+        assert ShuffledOrder(10, seed=0, epoch=1)[:].tolist() == [1, 4, 7, 6, 8, 3, 5, 2, 0, 9]
+        big = ShuffledOrder(3_000_000, seed=5, epoch=7)
+        assert big.index_range(1_000_000, 1_000_005).tolist() == GOLDEN_3M
+
+
+# ShuffledOrder(3_000_000, seed=5, epoch=7) at positions 1,000,000..1,000,004: a size whose
+# calls look their rounds up in tables by default (the small golden order above hashes them)
+GOLDEN_3M = [2797655, 499628, 2653047, 500683, 2598279]
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    n=st.one_of(
+        st.integers(1, 300_000),
+        st.sampled_from([2**16, 2**16 + 1, 2**27 + 1, 2**28 - 1, 2**28]),
+    ),
+    seed=st.integers(0, 2**64 - 1),
+    epoch=st.integers(0, 2**64 - 1),
+    data=st.data(),
+)
+def test_round_tables_give_the_hashed_rounds_bits(n, seed, epoch, data):
+    # the tables are a cache of the hash: index, position and index_range agree bit for bit
+    order = ShuffledOrder(n, seed=seed, epoch=epoch)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    positions = rng.integers(0, n, size=data.draw(st.integers(0, 2000)), dtype=np.int64)
+    start = data.draw(st.integers(0, n))
+    stop = data.draw(st.integers(start, min(n, start + 3000)))
+    results = {}
+    for way in ROUNDS:
+        with rounds(way):
+            results[way] = (
+                order.index(positions),
+                order.position(positions),
+                order.index_range(start, stop),
+            )
+    for hashed, looked_up in zip(results["hashed"], results["tables"]):
+        assert looked_up.dtype == np.int64
+        np.testing.assert_array_equal(looked_up, hashed)
+
+
+def test_round_tables_where_a_half_fits_them():
+    # 6 tables of 2**high_bits uint16 hashes up to n = 2**28 (halves of 14 bits), none above
+    assert ShuffledOrder(2**28, seed=1, epoch=0).round_tables().shape == (6, 2**14)
+    assert ShuffledOrder(2**28 + 1, seed=1, epoch=0).round_tables() is None
+    tables = ShuffledOrder(1000, seed=1, epoch=0).round_tables()  # 10 bits: 5 + 5
+    assert tables.shape == (6, 32) and tables.dtype == np.uint16 and tables.max() < 32
+
+
+def test_small_calls_hash_and_large_calls_build_the_tables_once():
+    order = ShuffledOrder(1_000_000, seed=2, epoch=3)  # halves of 10 bits: 6,144 hashes
+    order.index(np.arange(100))
+    assert order._tables is None  # a call smaller than the tables does not pay for them
+    order.index_range(0, 10_000)
+    tables = order._tables
+    assert tables is not None
+    order.index(np.arange(5))
+    assert order._tables is tables
+    copy = pickle.loads(pickle.dumps(order))  # a cache: never pickled, rebuilt where needed
+    assert copy._tables is None
+    np.testing.assert_array_equal(copy.index_range(0, 10_000), order.index_range(0, 10_000))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2**64 - 1])

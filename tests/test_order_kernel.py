@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _budget import examples
+from _rounds import ROUNDS, rounds
 from epochal import _order_kernel
 from epochal.order import MAX_RECORDS, ShuffledOrder
 
@@ -25,8 +26,9 @@ pytest.importorskip("numba")
 
 
 def numpy_only(fn):
-    """``fn()`` with the kernel hidden: the orders take the numpy path."""
-    with mock.patch.object(_order_kernel, "kernels", lambda size: None):
+    """``fn()`` with the kernel hidden: the orders take the numpy path, rounds hashed (the
+    definition)."""
+    with mock.patch.object(_order_kernel, "kernels", lambda size: None), rounds("hashed"):
         return fn()
 
 
@@ -40,10 +42,12 @@ def kernel_loaded():
     yield
 
 
-def test_golden_order_through_the_kernel():
-    assert ShuffledOrder(10, seed=0, epoch=0)[:].tolist() == [7, 0, 2, 3, 9, 5, 4, 1, 8, 6]
+@pytest.mark.parametrize("way", ROUNDS)
+def test_golden_order_through_the_kernel(way):
     epoch_1 = [1, 4, 7, 6, 8, 3, 5, 2, 0, 9]
-    assert ShuffledOrder(10, seed=0, epoch=1).index_range(0, 10).tolist() == epoch_1
+    with rounds(way):
+        assert ShuffledOrder(10, seed=0, epoch=0)[:].tolist() == [7, 0, 2, 3, 9, 5, 4, 1, 8, 6]
+        assert ShuffledOrder(10, seed=0, epoch=1).index_range(0, 10).tolist() == epoch_1
 
 
 @settings(max_examples=examples(40), deadline=None)
@@ -55,9 +59,10 @@ def test_golden_order_through_the_kernel():
     seed=st.integers(0, 2**64 - 1),
     epoch=st.integers(0, 2**64 - 1),
     dtype=st.sampled_from([np.int64, np.uint64, np.int32, np.uint16]),
+    way=st.sampled_from(ROUNDS),
     data=st.data(),
 )
-def test_kernel_equals_numpy_path(n, seed, epoch, dtype, data):
+def test_kernel_equals_numpy_path(n, seed, epoch, dtype, way, data):
     order = ShuffledOrder(n, seed=seed, epoch=epoch)
     top = min(n, np.iinfo(dtype).max + 1)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -66,7 +71,8 @@ def test_kernel_equals_numpy_path(n, seed, epoch, dtype, data):
     start = data.draw(st.integers(0, n))
     stop = data.draw(st.integers(start, min(n, start + 5000)))
 
-    got = order.index(positions), order.position(positions), order.index_range(start, stop)
+    with rounds(way):  # the kernel's rounds hashed or looked up
+        got = order.index(positions), order.position(positions), order.index_range(start, stop)
     want = numpy_only(
         lambda: (order.index(positions), order.position(positions), order.index_range(start, stop))
     )
@@ -76,10 +82,12 @@ def test_kernel_equals_numpy_path(n, seed, epoch, dtype, data):
     np.testing.assert_array_equal(order.position(got[0]), positions.astype(np.int64))
 
 
-def test_kernel_whole_epoch_is_the_numpy_epoch():
+@pytest.mark.parametrize("way", ROUNDS)
+def test_kernel_whole_epoch_is_the_numpy_epoch(way):
     # a whole epoch at a size where cycle walking takes several steps for some values
     order = ShuffledOrder(2**17 + 3, seed=11, epoch=5)
-    got = order.index_range(0, order.n)
+    with rounds(way):
+        got = order.index_range(0, order.n)
     np.testing.assert_array_equal(got, numpy_only(lambda: order.index_range(0, order.n)))
     assert np.array_equal(np.sort(got), np.arange(order.n))
 

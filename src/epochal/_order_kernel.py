@@ -16,18 +16,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
-__all__ = ["MIN_SIZE", "kernels"]
+__all__ = ["MIN_SIZE", "Kernels", "kernels"]
 
 MIN_SIZE = 2_048  # a call of fewer positions never loads numba (once loaded, every call uses it)
 
-_kernels: tuple[Callable[..., None], Callable[..., None]] | None = None
+
+class Kernels(NamedTuple):
+    """The compiled permutations: the rounds computed, and the rounds looked up in tables."""
+
+    permute: Callable[..., None]
+    permute_range: Callable[..., None]
+    permute_table: Callable[..., None]
+    permute_range_table: Callable[..., None]
+
+
+_kernels: Kernels | None = None
 _tried = False
 
 
-def kernels(size: int) -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """``(permute, permute_range)`` compiled, or None when numba is missing or disabled,
-    for a call on ``size`` positions: the first call of ``MIN_SIZE`` or more loads them.
+def kernels(size: int) -> Kernels | None:
+    """The compiled :class:`Kernels`, or None when numba is missing or disabled, for a
+    call on ``size`` positions: the first call of ``MIN_SIZE`` or more loads them.
 
     Small calls take the kernel too once it is loaded: the numpy path's cost is mostly per
     call (~45 ufunc calls per cycle-walking pass, ~0.5 ms for a batch of 256 of an order
@@ -37,7 +48,9 @@ def kernels(size: int) -> tuple[Callable[..., None], Callable[..., None]] | None
     permutation of every element of the integer array ``x`` into the int64 array ``out``;
     ``permute_range(start, out, keys, low_bits, high_bits, n)`` writes the order of
     positions ``start, start + 1, ...`` into ``out``. Both expect checked input (every
-    value in ``[0, n)``).
+    value in ``[0, n)``). ``permute_table(x, out, tables, low_bits, n, inverse)`` and
+    ``permute_range_table(start, out, tables, low_bits, n)`` do the same with each round's
+    hash read from ``tables[r]`` (see :meth:`epochal.order.ShuffledOrder.round_tables`).
     """
     global _kernels, _tried
     if not _tried and size >= MIN_SIZE:
@@ -50,5 +63,10 @@ def kernels(size: int) -> tuple[Callable[..., None], Callable[..., None]] | None
         except ImportError:
             _kernels = None
         else:
-            _kernels = (_order_numba.permute, _order_numba.permute_range)
+            _kernels = Kernels(
+                _order_numba.permute,
+                _order_numba.permute_range,
+                _order_numba.permute_table,
+                _order_numba.permute_range_table,
+            )
     return _kernels

@@ -7,7 +7,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["permute", "permute_range"]
+__all__ = ["permute", "permute_range", "permute_range_table", "permute_table"]
 
 
 _U64 = np.uint64
@@ -38,14 +38,58 @@ def _feistel(v: Any, keys: Any, low_bits: Any, high_bits: Any, inverse: bool) ->
 
 
 @_jit
+def _feistel_table(v: Any, tables: Any, low_bits: Any, inverse: bool) -> Any:
+    # the same rounds looked up: tables[r][half] is round r's hash of that half
+    mask = (_U64(1) << low_bits) - _U64(1)
+    high, low = v >> low_bits, v & mask
+    for i in range(6):
+        r = 5 - i if inverse else i
+        if r % 2 == 0:
+            high ^= _U64(tables[r, low])
+        else:
+            low ^= _U64(tables[r, high])
+    return (high << low_bits) | low
+
+
+@_jit
 def _walk(out: Any, keys: Any, low_bits: Any, high_bits: Any, n: Any, inverse: bool) -> None:
     # cycle walking, after one branch-free pass over every value (that pass is the
-    # throughput: independent elements overlap in the CPU); few values are left here
+    # throughput: independent elements overlap in the CPU). The values still outside
+    # [0, n) are listed without a branch and stepped in branch-free passes over the list:
+    # a branch per value would mispredict for about one value in four
+    left = np.empty(out.shape[0], dtype=np.int64)
+    k = 0
     for i in range(out.shape[0]):
-        v = _U64(out[i])
-        while v >= n:
-            v = _feistel(v, keys, low_bits, high_bits, inverse)
-        out[i] = v
+        left[k] = i
+        k += _U64(out[i]) >= n
+    while k:
+        still = 0
+        for j in range(k):
+            i = left[j]
+            v = _feistel(_U64(out[i]), keys, low_bits, high_bits, inverse)
+            out[i] = v
+            left[still] = i
+            still += v >= n
+        k = still
+
+
+@_jit
+def _walk_table(out: Any, tables: Any, low_bits: Any, n: Any, inverse: bool) -> None:
+    # _walk with the rounds looked up
+    left = np.empty(out.shape[0], dtype=np.int64)
+    k = 0
+    for i in range(out.shape[0]):
+        left[k] = i
+        k += _U64(out[i]) >= n
+    while k:
+        still = 0
+        for j in range(k):
+            i = left[j]
+            v = _feistel_table(_U64(out[i]), tables, low_bits, inverse)
+            out[i] = v
+            left[still] = i
+            still += v >= n
+        k = still
 
 
 @_jit
@@ -66,3 +110,21 @@ def permute_range(start: Any, out: Any, keys: Any, low_bits: Any, high_bits: Any
     for i in range(out.shape[0]):
         out[i] = _feistel(start + _U64(i), keys, low_bits, high_bits, False)
     _walk(out, keys, low_bits, high_bits, n, False)
+
+
+@_jit
+def permute_table(x: Any, out: Any, tables: Any, low_bits: Any, n: Any, inverse: bool) -> None:
+    if inverse:
+        for i in range(x.shape[0]):
+            out[i] = _feistel_table(_U64(x[i]), tables, low_bits, True)
+    else:
+        for i in range(x.shape[0]):
+            out[i] = _feistel_table(_U64(x[i]), tables, low_bits, False)
+    _walk_table(out, tables, low_bits, n, inverse)
+
+
+@_jit
+def permute_range_table(start: Any, out: Any, tables: Any, low_bits: Any, n: Any) -> None:
+    for i in range(out.shape[0]):
+        out[i] = _feistel_table(start + _U64(i), tables, low_bits, False)
+    _walk_table(out, tables, low_bits, n, False)

@@ -34,6 +34,10 @@ __all__ = ["MAX_RECORDS", "IdentityOrder", "Order", "ShuffledOrder", "make_order
 MAX_RECORDS = 1 << 62  # largest supported n: the domain and its halves fit in uint64 arithmetic
 _ROUNDS = 6  # 3 rounds per half: well mixed by every statistical test in tests/test_order.py
 _CHUNK = 1 << 16  # positions per vectorised block: keeps temporaries in the CPU cache
+# the rounds are looked up in tables while a half has at most this many bits (n <= 2**28):
+# 6 tables of <= 2**14 uint16 hashes (<= 192 KiB) stay in the CPU's L2 cache; above it a
+# lookup misses the cache and costs more than the hash it replaces
+_TABLE_BITS = 14
 # inputs the compiled kernel takes as they are (one compilation each); others use numpy
 _KERNEL_DTYPES = (np.dtype(np.int64), np.dtype(np.uint64))
 
@@ -147,6 +151,45 @@ class ShuffledOrder(Order):
             np.uint64(self._high_bits),
             np.uint64(self.n),
         )
+        self._tables: np.ndarray | None = None
+        self._wide_tables: np.ndarray | None = None  # the same as uint64, for the numpy path
+        # hashes in the tables: a call of fewer positions computes its rounds instead
+        self._table_cost = 3 * ((1 << self._low_bits) + (1 << self._high_bits))
+
+    def __getstate__(self) -> dict[str, object]:
+        # the tables are a cache of (seed, epoch): rebuilt where needed, never pickled
+        return {**self.__dict__, "_tables": None, "_wide_tables": None}
+
+    def round_tables(self) -> np.ndarray | None:
+        """Each Feistel round's hash of every value of the half it reads, or None where a
+        half is too wide for tables (``n > 2**28``).
+
+        A ``(6, 2**high_bits)`` uint16 array: ``tables[r][v]`` is round ``r``'s
+        :func:`~epochal._keys.round_hash` of half value ``v`` (even rounds read the low
+        half, odd rounds the high one). A round then costs one cached load instead of a
+        keyed hash: the same bits, ~2x faster compiled and ~3x faster in numpy. Built
+        once per order (``3 * (2**low_bits + 2**high_bits)`` hashes, well under a
+        millisecond) and kept.
+        """
+        if self._tables is None and self._high_bits <= _TABLE_BITS:
+            low_bits, high_bits = self._low_bits, self._high_bits
+            tables = np.zeros((_ROUNDS, 1 << high_bits), dtype=np.uint16)
+            for r in range(_ROUNDS):
+                reads, writes = (low_bits, high_bits) if r % 2 == 0 else (high_bits, low_bits)
+                half = np.arange(1 << reads, dtype=np.uint64)
+                hashed = _hash(
+                    half, self._keys[r], writes, np.empty_like(half), np.empty_like(half)
+                )
+                tables[r, : half.size] = hashed
+            self._tables = tables
+        return self._tables
+
+    def _tables_for(self, size: int) -> np.ndarray | None:
+        """The round tables for a call on ``size`` positions: built when the call is at
+        least as large as the tables (their cost is then paid back), else only if built."""
+        if self._tables is None and size < self._table_cost:
+            return None
+        return self.round_tables()
 
     def __repr__(self) -> str:
         return f"ShuffledOrder(n={self.n}, seed={self.seed}, epoch={self.epoch})"
@@ -169,7 +212,11 @@ class ShuffledOrder(Order):
         _check_range(start, stop, self.n)
         if kernels := _order_kernel.kernels(stop - start):
             out = np.empty(stop - start, dtype=np.int64)
-            kernels[1](np.uint64(start), out, *self._kernel_args)
+            if (tables := self._tables_for(out.size)) is not None:
+                _, low_bits, _, n = self._kernel_args
+                kernels.permute_range_table(np.uint64(start), out, tables, low_bits, n)
+            else:
+                kernels.permute_range(np.uint64(start), out, *self._kernel_args)
             return out
         return self._apply(np.arange(start, stop, dtype=np.uint64), inverse=False, fresh=True)
 
@@ -179,34 +226,44 @@ class ShuffledOrder(Order):
         if array.dtype in _KERNEL_DTYPES and (kernels := _order_kernel.kernels(array.size)):
             # the same mapping compiled: reads the input once and writes the result once
             out = np.empty(array.shape, dtype=np.int64)
-            kernels[0](array.ravel(), out.reshape(-1), *self._kernel_args, inverse)
+            if (tables := self._tables_for(array.size)) is not None:
+                _, low_bits, _, n = self._kernel_args
+                kernels.permute_table(array.ravel(), out.reshape(-1), tables, low_bits, n, inverse)
+            else:
+                kernels.permute(array.ravel(), out.reshape(-1), *self._kernel_args, inverse)
             return out
         # a copy unless fresh: permuted in place from here on
         x = array.ravel() if fresh else array.astype(np.uint64).ravel()
-        self._permute_domain(x, inverse)
+        if (tables := self._tables_for(x.size)) is not None:
+            if self._wide_tables is None:  # numpy's take reads them into uint64 scratch
+                self._wide_tables = tables.astype(np.uint64)
+            tables = self._wide_tables
+        self._permute_domain(x, inverse, tables)
         # cycle walking: values that left [0, n) take another step along their cycle;
         # fewer than half do at each step, so this ends after a few short passes
         outside = np.flatnonzero(x >= self.n)
         while outside.size:
             y = x[outside]
-            self._permute_domain(y, inverse)
+            self._permute_domain(y, inverse, tables)
             x[outside] = y
             outside = outside[y >= self.n]
         # every value is now below n <= 2**62: the same bits read as int64, no copy
         return x.view(np.int64).reshape(array.shape)
 
-    def _permute_domain(self, x: np.ndarray, inverse: bool) -> None:
-        """Apply the Feistel permutation of ``[0, 2**b)`` to ``x`` in place, block by block."""
+    def _permute_domain(self, x: np.ndarray, inverse: bool, tables: np.ndarray | None) -> None:
+        """Apply the Feistel permutation of ``[0, 2**b)`` to ``x`` in place, block by block
+        (the rounds looked up in ``tables``, uint64 :meth:`round_tables`, when given)."""
         # the halves and the hash's two scratch arrays, allocated once for every block
         scratch = np.empty((4, min(x.size, _CHUNK)), dtype=np.uint64)
         for lo in range(0, x.size, _CHUNK):
             block = x[lo : lo + _CHUNK]
-            self._feistel(block, inverse, *scratch[:, : block.size])
+            self._feistel(block, inverse, tables, *scratch[:, : block.size])
 
     def _feistel(
         self,
         x: np.ndarray,
         inverse: bool,
+        tables: np.ndarray | None,
         high: np.ndarray,
         low: np.ndarray,
         h: np.ndarray,
@@ -220,10 +277,12 @@ class ShuffledOrder(Order):
         for r in rounds:
             # even rounds change the high half from the low one, odd rounds the reverse;
             # XOR with a function of the other half is its own inverse
-            if r % 2 == 0:
-                high ^= _hash(low, self._keys[r], high_bits, h, t)
-            else:
-                low ^= _hash(high, self._keys[r], low_bits, h, t)
+            reads, changes, bits = (low, high, high_bits) if r % 2 == 0 else (high, low, low_bits)
+            if tables is None:
+                changes ^= _hash(reads, self._keys[r], bits, h, t)
+            else:  # every half value is in its table: "clip" skips the bounds pass
+                np.take(tables[r], reads.view(np.int64), out=h, mode="clip")
+                changes ^= h
         high <<= np.uint64(low_bits)
         np.bitwise_or(high, low, out=x)
 
