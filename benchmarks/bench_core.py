@@ -172,11 +172,12 @@ def _overhead_lines(clock: str, times: dict[str, list[float]], n: int, rounds: i
 
     small, large = OVERHEAD_BATCHES
     order_ns = [t / n * 1e9 for t in times["order"]]
+    range_ns = [t / n * 1e9 for t in times["order_range"]]  # the Loader's path on one rank
     fits = []
     for k in range(rounds):
         per_sample = (own_us(large, k) - own_us(small, k)) / (large - small) * 1e3  # ns
         per_batch = own_us(small, k) - small * per_sample / 1e3  # us
-        fits.append((per_batch, per_sample, per_sample - order_ns[k]))
+        fits.append((per_batch, per_sample, per_sample - range_ns[k]))
 
     def med(values: list[float]) -> str:
         return f"{statistics.median(values):.1f} (per-round {min(values):.1f}..{max(values):.1f})"
@@ -191,15 +192,15 @@ def _overhead_lines(clock: str, times: dict[str, list[float]], n: int, rounds: i
     lines += [
         f"  fit a + b*batch: a = {med([f[0] for f in fits])} us per batch   [target <= 5]",
         f"                   b = {med([f[1] for f in fits])} ns per sample   [target <= 5]",
-        f"                   b without the order = {med([f[2] for f in fits])} ns per sample",
+        f"                   b without the order (index_range) = {med([f[2] for f in fits])} ns"
+        " per sample",
         f"  order, n={n:,}, blocks of {ORDER_BLOCK:,} positions: {med(order_ns)} ns per index"
         f"   [target <= 10]",
         f"    = {statistics.median(o / m for o, m in zip(times['order'], times['multiply'])):.1f}"
         f" numpy uint64 multiplies per index, measured in the same rounds",
         f"  order, numpy path (kernel hidden), same rounds: "
         f"{med([t / n * 1e9 for t in times['order_numpy']])} ns per index",
-        f"  order.index_range (the Loader's one-rank path), same rounds: "
-        f"{med([t / n * 1e9 for t in times['order_range']])} ns per index",
+        f"  order.index_range (the Loader's one-rank path), same rounds: {med(range_ns)} ns per index",
     ]
     return lines
 

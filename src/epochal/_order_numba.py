@@ -52,11 +52,15 @@ def _feistel_table(v: Any, tables: Any, low_bits: Any, inverse: bool) -> Any:
 
 
 @_jit
-def _walk(out: Any, keys: Any, low_bits: Any, high_bits: Any, n: Any, inverse: bool) -> None:
+def _walk(
+    out: Any, keys: Any, tables: Any, low_bits: Any, high_bits: Any, n: Any, inverse: bool
+) -> None:
     # cycle walking, after one branch-free pass over every value (that pass is the
     # throughput: independent elements overlap in the CPU). The values still outside
     # [0, n) are listed without a branch and stepped in branch-free passes over the list:
-    # a branch per value would mispredict for about one value in four
+    # a branch per value would mispredict for about one value in four. ``tables``: the
+    # rounds looked up (an empty array: hashed)
+    looked_up = tables.size > 0
     left = np.empty(out.shape[0], dtype=np.int64)
     k = 0
     for i in range(out.shape[0]):
@@ -66,30 +70,18 @@ def _walk(out: Any, keys: Any, low_bits: Any, high_bits: Any, n: Any, inverse: b
         still = 0
         for j in range(k):
             i = left[j]
-            v = _feistel(_U64(out[i]), keys, low_bits, high_bits, inverse)
+            if looked_up:
+                v = _feistel_table(_U64(out[i]), tables, low_bits, inverse)
+            else:
+                v = _feistel(_U64(out[i]), keys, low_bits, high_bits, inverse)
             out[i] = v
             left[still] = i
             still += v >= n
         k = still
 
 
-@_jit
-def _walk_table(out: Any, tables: Any, low_bits: Any, n: Any, inverse: bool) -> None:
-    # _walk with the rounds looked up
-    left = np.empty(out.shape[0], dtype=np.int64)
-    k = 0
-    for i in range(out.shape[0]):
-        left[k] = i
-        k += _U64(out[i]) >= n
-    while k:
-        still = 0
-        for j in range(k):
-            i = left[j]
-            v = _feistel_table(_U64(out[i]), tables, low_bits, inverse)
-            out[i] = v
-            left[still] = i
-            still += v >= n
-        k = still
+_NO_TABLES = np.zeros((6, 0), dtype=np.uint16)
+_NO_KEYS = np.zeros(6, dtype=np.uint64)
 
 
 @_jit
@@ -102,14 +94,14 @@ def permute(
     else:
         for i in range(x.shape[0]):
             out[i] = _feistel(_U64(x[i]), keys, low_bits, high_bits, False)
-    _walk(out, keys, low_bits, high_bits, n, inverse)
+    _walk(out, keys, _NO_TABLES, low_bits, high_bits, n, inverse)
 
 
 @_jit
 def permute_range(start: Any, out: Any, keys: Any, low_bits: Any, high_bits: Any, n: Any) -> None:
     for i in range(out.shape[0]):
         out[i] = _feistel(start + _U64(i), keys, low_bits, high_bits, False)
-    _walk(out, keys, low_bits, high_bits, n, False)
+    _walk(out, keys, _NO_TABLES, low_bits, high_bits, n, False)
 
 
 @_jit
@@ -120,11 +112,11 @@ def permute_table(x: Any, out: Any, tables: Any, low_bits: Any, n: Any, inverse:
     else:
         for i in range(x.shape[0]):
             out[i] = _feistel_table(_U64(x[i]), tables, low_bits, False)
-    _walk_table(out, tables, low_bits, n, inverse)
+    _walk(out, _NO_KEYS, tables, low_bits, _U64(0), n, inverse)
 
 
 @_jit
 def permute_range_table(start: Any, out: Any, tables: Any, low_bits: Any, n: Any) -> None:
     for i in range(out.shape[0]):
         out[i] = _feistel_table(start + _U64(i), tables, low_bits, False)
-    _walk_table(out, tables, low_bits, n, False)
+    _walk(out, _NO_KEYS, tables, low_bits, _U64(0), n, False)
