@@ -110,7 +110,7 @@ class _FixedPlan(NamedTuple):
     # negative index views as a huge one), which no column of ``shifts`` has
     starts: np.ndarray
     # int64 (columns, len(starts)), by shard + 1: the item of the shard's record 0 in the
-    # address space minus its first global index * itemsize (column 0 is never valid)
+    # address space minus its first global index * itemsize (column 0 is never read)
     shifts: np.ndarray
     itemsizes: np.ndarray  # int64 (columns, 1): each column's record size
     # per column: its name, the address space's items of its record size, and the dtype
