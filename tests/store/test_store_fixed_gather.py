@@ -58,15 +58,19 @@ def test_fixed_gather_equals_the_records_across_shards(tmp_path_factory, n, shar
     _check(store, np.array([], dtype=np.int64))
 
 
-def test_fixed_gather_checks_every_index_and_owns_its_memory(tmp_path):
-    epochal.write((_record(i) for i in range(50)), tmp_path / "s", shard_size=300)
+@pytest.mark.parametrize("shard_size", [300, 1 << 30], ids=["shards", "one-shard"])
+def test_fixed_gather_checks_every_index_and_owns_its_memory(tmp_path, shard_size):
+    epochal.write((_record(i) for i in range(50)), tmp_path / "s", shard_size=shard_size)
     store = epochal.open(tmp_path / "s")
-    assert len(store.manifest.shards) > 1
+    assert (len(store.manifest.shards) > 1) == (shard_size == 300)
     store.get_columns(np.arange(50))
     assert store._fixed is not None
-    for bad in (50, -1, 2**62):
+    # the ends of int64 too: a negative index views as a huge unsigned one
+    for bad in (50, 51, -1, -50, 2**62, 2**63 - 1, -(2**63)):
         with pytest.raises(IndexError, match=f"record index {bad} is out of range"):
             store.get_columns(np.array([0, bad, 3]))
+        with pytest.raises(IndexError, match=f"record index {bad} is out of range"):
+            store.get_columns(np.array([bad]))
     kept = store.get_columns(np.array([4, 5]))
     mapped = [r for shard in store._open.values() for v in shard.views for r in v.regions()]
     for col in kept.values():  # fresh memory: no byte of a batch lies in a shard's buffers

@@ -100,17 +100,22 @@ class _Layout(NamedTuple):
     data: list[np.ndarray]  # per column, by shard: offset of the data buffer (bytes/str)
 
 
-class _FixedGather(NamedTuple):
-    """How to gather one fixed-size column of a store whose shards are all mapped here."""
+class _FixedPlan(NamedTuple):
+    """How to gather a batch of a store whose columns are all fixed-size and whose shards
+    are all mapped in this process: one search, two array operations for every column's
+    addresses together, then one gather by address per column."""
 
-    name: str
-    items: np.ndarray  # one shard: its rows; several: the address space's items
-    itemsize: int
-    # several shards, indexed by searchsorted(starts, i, "right"): the item of the shard's
-    # record 0 minus its first global index * itemsize, so record i is at this + i * itemsize
-    shift: np.ndarray | None
-    dtype: np.dtype
-    shape: tuple[int, ...] | None  # array columns: the record's shape; None for scalars
+    # uint64 shard starts, the record count last: searchsorted(side="right") of an index
+    # viewed as uint64 is its shard + 1 when it is in range, len(starts) otherwise (a
+    # negative index views as a huge one), which no column of ``shifts`` has
+    starts: np.ndarray
+    # int64 (columns, len(starts)), by shard + 1: the item of the shard's record 0 in the
+    # address space minus its first global index * itemsize (column 0 is never read)
+    shifts: np.ndarray
+    itemsizes: np.ndarray  # int64 (columns, 1): each column's record size
+    # per column: its name, the address space's items of its record size, and the dtype
+    # one item reads as (a sub-array dtype for array columns: the view has the batch shape)
+    columns: tuple[tuple[str, np.ndarray, np.dtype], ...]
 
 
 class StoreSource:
@@ -150,7 +155,7 @@ class StoreSource:
         self._open: dict[int, _OpenShard] = {}
         self._layout: _Layout | None = None
         # fixed-size columns only, every shard mapped in this process: the per-batch path
-        self._fixed: tuple[_FixedGather, ...] | None = None
+        self._fixed: _FixedPlan | None = None
         self._reset_after_fork()
 
     # -- Source protocol -------------------------------------------------------------------
@@ -185,16 +190,15 @@ class StoreSource:
         ``_gather``); bytes/str columns locate all records from the offsets buffers in one
         gather too, then copy each record's bytes out.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        # one check for both ends: negative indices wrap around to huge unsigned values
-        if idx.size and int(idx.view(np.uint64).max()) >= self._n:
-            bad = idx[(idx < 0) | (idx >= self._n)][0]
-            raise OutOfRangeError(
-                f"record index {bad} is out of range for a store of {self._n} records"
-            )
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1:
+            idx = idx.reshape(-1)
         fixed = self._fixed
         if fixed is not None and self._pid == os.getpid():
             return self._gather_fixed(idx, fixed)
+        # one check for both ends: negative indices wrap around to huge unsigned values
+        if idx.size and int(idx.view(np.uint64).max()) >= self._n:
+            raise self._out_of_range(idx)
         if self._cache is not None:  # remote: read from the cached units, nothing mapped
             return self._cache.gather(idx, self._starts)
         if idx.size == 0:
@@ -239,28 +243,27 @@ class StoreSource:
                 out[column.name] = as_records(column, items)
         return out
 
-    def _gather_fixed(
-        self, idx: np.ndarray, fixed: tuple[_FixedGather, ...]
-    ) -> dict[str, np.ndarray | list[Any]]:
-        """The batch path of a store of fixed-size columns, all mapped: per column one
-        multiply, one add and one gather by address (a single shard: one gather), so a
-        batch costs a few numpy calls beyond the copying itself."""
-        sid = None if fixed[0].shift is None else self._starts.searchsorted(idx, side="right")
-        out: dict[str, np.ndarray | list[Any]] = {}
-        for column in fixed:
-            if sid is None:
-                items = column.items[idx]
-            else:
-                shift = column.shift
-                assert shift is not None
-                address = idx * column.itemsize
-                address += shift[sid]
-                items = column.items[address]
-            values = items.view(column.dtype)
-            if column.shape is not None:
-                values = values.reshape((idx.size, *column.shape))
-            out[column.name] = values
-        return out
+    def _gather_fixed(self, idx: np.ndarray, plan: _FixedPlan) -> dict[str, np.ndarray | list[Any]]:
+        """The batch path of a store of fixed-size columns, all mapped: a search, a gather
+        of the shifts, a multiply-add for every column at once and one gather by address
+        per column (its view as the column's dtype and shape is free). Every index is
+        checked by the shifts' gather: out of range, it finds no column there."""
+        sid = plan.starts.searchsorted(idx.view(np.uint64), side="right")
+        try:  # take: a fancy-index with a slice costs three times as much
+            address = plan.shifts.take(sid, axis=1)
+        except IndexError:
+            raise self._out_of_range(idx) from None
+        address += idx * plan.itemsizes
+        return {
+            name: items[where].view(dtype)
+            for (name, items, dtype), where in zip(plan.columns, address)
+        }
+
+    def _out_of_range(self, idx: np.ndarray) -> OutOfRangeError:
+        bad = idx[(idx < 0) | (idx >= self._n)][0]
+        return OutOfRangeError(
+            f"record index {bad} is out of range for a store of {self._n} records"
+        )
 
     def _locate(self, idx: np.ndarray) -> tuple[np.ndarray | int, np.ndarray, _Layout]:
         """Shard and index within it of each in-range index, with the shards mapped."""
@@ -475,7 +478,7 @@ class StoreSource:
         self._fixed = self._fixed_gathers(self._layout)
         return self._layout
 
-    def _fixed_gathers(self, layout: _Layout) -> tuple[_FixedGather, ...] | None:
+    def _fixed_gathers(self, layout: _Layout) -> _FixedPlan | None:
         """The fixed-size batch path, once every shard is mapped (else None: the general
         path maps the shards a batch needs first); None with any variable-size (bytes/str/list) column."""
         if self._cache is not None or any(c.variable for c in self.columns):
@@ -484,23 +487,18 @@ class StoreSource:
         needed = [k for k, shard in enumerate(self.manifest.shards) if shard.records]
         if not needed or any(k not in self._open for k in needed):
             return None
-        gathers = []
-        several = len(self.manifest.shards) > 1
+        shifts = np.zeros((len(self.columns), len(self._starts)), dtype=np.int64)
+        columns = []
         for j, column in enumerate(self.columns):
             itemsize = column.itemsize
-            rows = self._open[needed[0]].views[j].rows
-            assert rows is not None
-            items, shift = rows, None
-            if several:
-                items = layout.space.items(itemsize)
-                # by shard + 1: searchsorted(starts, i, "right") - 1 is the shard of record i
-                shift = np.zeros(len(self._starts), dtype=np.int64)
-                shift[1:] = layout.first[j] - self._starts[:-1] * itemsize
-            # viewing a scalar column's items as its dtype gives the batch's shape already
-            shape = None if column.kind == "scalar" else column.shape
-            dtype = column.numpy_dtype if items.dtype.kind == "V" else items.dtype
-            gathers.append(_FixedGather(column.name, items, itemsize, shift, dtype, shape))
-        return tuple(gathers)
+            shifts[j, 1:] = layout.first[j] - self._starts[:-1] * itemsize
+            items = layout.space.items(itemsize)
+            dtype = column.numpy_dtype
+            if column.kind != "scalar":
+                dtype = np.dtype((dtype, column.shape))
+            columns.append((column.name, items, dtype))
+        itemsizes = np.array([[c.itemsize] for c in self.columns], dtype=np.int64)
+        return _FixedPlan(self._starts.astype(np.uint64), shifts, itemsizes, tuple(columns))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
