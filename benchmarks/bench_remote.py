@@ -251,19 +251,34 @@ def _litdata_allow_http() -> None:
 
 
 def _separate_streaming_nodes(streaming: Any, rank: int) -> None:
-    """Give this rank its own range of Streaming's shared-memory names.
+    """Give this rank its own namespace of Streaming's shared-memory and lock-file names.
 
-    W = 2 here is two "nodes" on one host. Streaming names its shared memory by the first
-    free prefix number; on two real nodes each has its own namespace, here both leaders
-    would pick prefix 0 at once and the second one's create fails while the first waits in
-    a barrier (the hang of the previous run). Starting each rank's search at its own offset
-    gives what separate hosts give.
+    W = 2 here is two "nodes" on one host, but Streaming names its shared memory (and its
+    lock files in the temp dir) ``<prefix>_<name>`` host-wide, the prefix being the first
+    free number. On two real nodes each has its own namespace; here both leaders picked
+    prefix 0 at once (the hang of an earlier run), and with the search offset per rank that
+    replaced it, ``clean_stale_shared_memory()`` of one rank (every rank is local rank 0, and
+    it unlinks every prefix from 0 up that it can open) deleted the other rank's live
+    ``/000000_locals``: the other rank then failed with ``FileNotFoundError: ...
+    '/000000_locals'`` (the W = 2 start-up error). Prefixing every name Streaming builds
+    with the rank (``_get_path``, the one function that makes them, in each module that
+    imported it) gives what separate hosts give, the cleaning included.
     """
-    import itertools
+    import importlib
 
     from streaming.base.shared import prefix
 
-    prefix._each_prefix_int = lambda: itertools.count(1000 * rank)
+    made = getattr(prefix, "_epochal_unranked_get_path", prefix._get_path)
+
+    def ranked_path(prefix_int: int, name: str) -> str:
+        return f"r{rank}_{made(prefix_int, name)}"
+
+    for module in ("streaming.base.shared.prefix", "streaming.base.shared",
+                   "streaming.base.dataset", "streaming.base.util"):  # fmt: skip
+        mod = importlib.import_module(module)
+        if hasattr(mod, "_get_path"):
+            mod._get_path = ranked_path  # type: ignore[attr-defined]
+    prefix._epochal_unranked_get_path = made  # type: ignore[attr-defined]
 
 
 def _arrays(batch: Any) -> tuple[np.ndarray, np.ndarray]:
