@@ -117,6 +117,7 @@ class _ProcessState:
         self.futures: dict[int, list[Future[None]]] = {}
         self.retired = -1
         self.fetched = 0  # bytes this process downloaded (for tests and describe())
+        self.held: dict[str, int] = {}  # cache file -> its blocks' bytes (files never change)
 
 
 class ShardCache(CachedReads):
@@ -611,7 +612,13 @@ class ShardCache(CachedReads):
     def store_bytes_on_disk(self) -> int:
         """What the whole store would occupy in the cache (units rounded to 4 KiB pages)."""
         units = int(self._unit_base[-1])
-        heads = 2 * len(self.manifest.shards) if self.blocks else 0
+        return self.manifest.num_bytes + units * 4096 + self.heads_bytes_on_disk()
+
+    def heads_bytes_on_disk(self) -> int:
+        """What every shard's head (granule index, head with the small columns) occupies in
+        the cache, rounded to 4 KiB pages; 0 for whole-shard units (no heads)."""
+        if not self.blocks:
+            return 0
         n = sum(s.records for s in self.manifest.shards)
         small = sum(self.columns[j].itemsize for j in self._small_cols) * n  # in the heads too
-        return self.manifest.num_bytes + small + (units + heads) * 4096
+        return small + 2 * len(self.manifest.shards) * 4096
