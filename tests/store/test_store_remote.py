@@ -496,3 +496,39 @@ def test_an_eviction_frees_a_slack_of_unpinned_units_so_the_next_stores_need_non
     past_bound = sum(1 for i in range(len(stored)) if sum(stored[: i + 1]) > bound)
     assert passes and len(passes) <= past_bound / per_pass + 2
     cache.close()
+
+
+def test_a_store_lists_the_folder_only_when_another_process_stored_since(s3, tmp_path, monkeypatch):
+    """The evict lock file counts stores: a process that finds its own count there takes room
+    its last pass left, without listing the folder; another process's store (the count
+    moved) makes it count the folder again, so the bound holds across processes."""
+    from epochal.store import _cache_files
+
+    url, manifest = _write(s3, 1024, shard_size=256 << 10)
+    bound = manifest.num_bytes // 4
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path, cache_size=bound)
+    cache = store._cache
+    assert cache is not None
+    listings = []
+    scandir = os.scandir
+    monkeypatch.setattr(_cache_files.os, "scandir", lambda p: listings.append(p) or scandir(p))
+    g = manifest.shards[0].granule_records
+
+    def read_unit(u: int) -> None:
+        batch = np.arange(u * g, (u + 1) * g)
+        _check(store.get_columns(batch), batch)
+
+    read_unit(0)  # the first store (and the head's) list the folder
+    first = len(listings)
+    assert first >= 1
+    for u in range(1, 4):
+        read_unit(u)
+    assert len(listings) == first  # its own count was there: no listing
+    lock = _store_dir(tmp_path, url) / ".evict.lock"
+    count = int.from_bytes(lock.read_bytes(), "little")
+    lock.write_bytes((count + 1).to_bytes(8, "little"))  # as another process's store does
+    read_unit(4)
+    assert len(listings) == first + 1
+    read_unit(5)
+    assert len(listings) == first + 1
+    cache.close()

@@ -51,13 +51,19 @@ class CacheTooSmallError(StoreError):
 
 
 @contextlib.contextmanager
-def _locked(path: str) -> Iterator[None]:
+def _locked(path: str) -> Iterator[int]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _generation(fd: int) -> int:
+    """The count of stores made in the folder, kept in its evict lock file (0 when new)."""
+    raw = os.pread(fd, 8, 0)
+    return int.from_bytes(raw, "little") if len(raw) == 8 else 0
 
 
 def _alloc(size: int) -> int:
@@ -113,17 +119,17 @@ class DiskBound:
         os.makedirs(locks, exist_ok=True)
         with contextlib.ExitStack() as stack:
             for stripe in sorted({self.lock_stripe(k, u, kind) for u in units}):
-                stack.enter_context(_locked(os.path.join(locks, f"{kind}-{stripe:03d}")))
+                stack.enter_context(_locked(os.path.join(locks, f".{kind}-{stripe:03d}")))
             yield
 
-    def _evict_lock(self) -> contextlib.AbstractContextManager[None]:
+    def _evict_lock(self) -> contextlib.AbstractContextManager[int]:
         os.makedirs(self.dir, exist_ok=True)
         return _locked(os.path.join(self.dir, ".evict.lock"))
 
     def _store(self, path: str, raw: bytes, *, window: int | None) -> None:
         """Write a checked unit atomically, after making room for it (all under the lock)."""
-        with self._evict_lock():
-            self._make_room(_alloc(len(raw)), window=window)
+        with self._evict_lock() as lock:
+            self._make_room(_alloc(len(raw)), window=window, lock=lock)
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
             try:
                 with open(tmp, "wb") as f:
@@ -159,11 +165,33 @@ class DiskBound:
         u = int(name[19:].split(".")[0]) if name.startswith("b-") else 0
         return self.unit_id(k, u)
 
-    def _make_room(self, need: int, *, window: int | None) -> None:
-        """Evict until ``need`` more bytes fit under the bound (the evict lock is held).
+    def _make_room(self, need: int, *, window: int | None, lock: int) -> None:
+        """Evict until ``need`` more bytes fit under the bound (the evict lock ``lock`` is held).
 
-        ``window``: the window the bytes are stored for (None: needed now).
+        ``window``: the window the bytes are stored for (None: needed now). Every call
+        counts one store in the lock file's generation; a process that finds the
+        generation it left there knows no other process stored since its last pass, so
+        the room that pass left is still there (deletions without the lock only add to
+        it) and it takes ``need`` from that room without listing the folder.
         """
+        state = self._local()
+        generation = _generation(lock)
+        if generation == state.generation and state.room >= need:
+            state.room -= need
+            self._count_store(lock, state, generation)
+            return
+        state.generation = -1  # until this pass has counted the folder
+        room = self._evict_for(need, window=window)
+        state.room = room
+        self._count_store(lock, state, generation)
+
+    @staticmethod
+    def _count_store(lock: int, state: _ProcessState, generation: int) -> None:
+        state.generation = generation + 1
+        os.pwrite(lock, state.generation.to_bytes(8, "little"), 0)
+
+    def _evict_for(self, need: int, *, window: int | None) -> int:
+        """The eviction pass of :meth:`_make_room`; returns the room left after ``need``."""
         # a finished file of the cache never changes (its name says its content), so its
         # blocks are stat'ed once per process; only temporaries and schedules every time
         state = self._local()
@@ -191,7 +219,7 @@ class DiskBound:
             listed.append((entry, held))
         state.held = held_now
         if used + need <= self.max_bytes:
-            return
+            return self.max_bytes - used - need
         now = time.time()
         entries = []
         for entry, held in listed:
@@ -224,12 +252,12 @@ class DiskBound:
         low = self.max_bytes - self.max_bytes // EVICT_SLACK  # unpinned units go down to it
         for key, name, held in sorted(candidates):
             if used + need <= (low if key[0] == 0 else self.max_bytes):
-                return
+                return self.max_bytes - used - need
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.dir, name))
                 used -= held
         if used + need <= self.max_bytes:
-            return
+            return self.max_bytes - used - need
         if window is not None:
             raise _NoRoom
         raise CacheTooSmallError(

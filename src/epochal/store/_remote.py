@@ -118,6 +118,8 @@ class _ProcessState:
         self.retired = -1
         self.fetched = 0  # bytes this process downloaded (for tests and describe())
         self.held: dict[str, int] = {}  # cache file -> its blocks' bytes (files never change)
+        self.generation = -1  # the evict lock's store count this process left there
+        self.room = 0  # bytes free under the bound after this process's last store
 
 
 class ShardCache(CachedReads):
@@ -512,8 +514,8 @@ class ShardCache(CachedReads):
         digest = xxhash.xxh3_64()
         size = 0
         try:
-            with self._evict_lock():
-                self._make_room(_alloc(shard.bytes), window=None)
+            with self._evict_lock() as lock:
+                self._make_room(_alloc(shard.bytes), window=None, lock=lock)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 with contextlib.suppress(OSError):  # reserve the space others' eviction counts
                     os.posix_fallocate(fd, 0, max(shard.bytes, 1))
