@@ -323,6 +323,24 @@ def test_too_small_a_cache_says_the_minimum(monkeypatch):
         choose_layout(hint, num_records=10**6, batch_size=256, world_size=4)
 
 
+def test_reserved_bytes_are_not_window_room(monkeypatch):
+    """A remote store's heads stay cached all epoch: windows fit in what is left of the cache,
+    and the minimum a too-small cache is told includes them."""
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    base = dict(record_bytes=1000, cache_bytes=3 * 256 * 1000 * 10, min_block_records=16)
+    plain = choose_layout(ReadHint(**base), num_records=10**6, batch_size=256, world_size=1)
+    reserved = 3 * 256 * 1000  # a batch per window less
+    held = ReadHint(**base, reserved_bytes=reserved)
+    layout = choose_layout(held, num_records=10**6, batch_size=256, world_size=1)
+    assert (plain.window_records, layout.window_records) == (2560, 2304)
+    assert 3 * layout.window_records * 1000 + reserved <= held.cache_bytes
+    small = ReadHint(record_bytes=1000, cache_bytes=768_000, min_block_records=16, reserved_bytes=5)
+    with pytest.raises(epochal.Error, match="use cache_size >= 768005 bytes"):
+        choose_layout(small, num_records=10**6, batch_size=256, world_size=1)
+    with pytest.raises(epochal.Error, match="reserved_bytes must be an integer >= 0, got -1"):
+        ReadHint(**base, reserved_bytes=-1)
+
+
 # -- mixing on a store written in label order ----------------------------------------------
 
 

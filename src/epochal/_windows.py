@@ -131,11 +131,15 @@ class ReadHint:
         cache_bytes: the cache bound in bytes.
         min_block_records: the smallest record range the source can fetch and verify as
             one unit; blocks are multiples of it.
+        reserved_bytes: bytes of the cache held throughout, whatever the window (a remote
+            store's shard heads: every window reads blocks of every shard); windows get
+            ``cache_bytes - reserved_bytes``.
     """
 
     record_bytes: float
     cache_bytes: int
     min_block_records: int
+    reserved_bytes: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.record_bytes, (int, float)) and self.record_bytes > 0):
@@ -144,6 +148,9 @@ class ReadHint:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise Error(f"ReadHint.{name} must be an integer >= 1, got {value!r}")
+        value = self.reserved_bytes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise Error(f"ReadHint.reserved_bytes must be an integer >= 0, got {value!r}")
 
 
 class WindowedSource(Protocol):
@@ -355,8 +362,8 @@ def choose_layout(
 ) -> WindowLayout:
     """The window layout for a store read through a bounded cache.
 
-    A rank's window slice gets ``cache_bytes / (3 * LOCAL_WORLD_SIZE)`` bytes (a whole
-    number of batches); the block size is the largest multiple of the source's fetch unit
+    A rank's window slice gets ``(cache_bytes - reserved_bytes) / (3 * LOCAL_WORLD_SIZE)``
+    bytes (a whole number of batches); the block size is the largest multiple of the source's fetch unit
     that leaves ``K >= 2 * batch_size`` blocks in each rank's slice of the smallest window
     (see the module docstring), and at least one fetch unit.
 
@@ -366,11 +373,14 @@ def choose_layout(
     """
     sharing = _ranks_sharing_cache()
     unit = hint.min_block_records
-    per_rank = int(hint.cache_bytes / (WINDOWS_IN_CACHE * sharing) // hint.record_bytes)
+    room = max(0, hint.cache_bytes - hint.reserved_bytes)  # for the windows
+    per_rank = int(room / (WINDOWS_IN_CACHE * sharing) // hint.record_bytes)
     per_rank -= per_rank % batch_size
     need = max(batch_size, -(-unit // batch_size) * batch_size)
     if per_rank < need:
-        least = math.ceil(WINDOWS_IN_CACHE * sharing * need * hint.record_bytes)
+        least = hint.reserved_bytes + math.ceil(
+            WINDOWS_IN_CACHE * sharing * need * hint.record_bytes
+        )
         raise Error(
             f"cache_size={hint.cache_bytes} bytes ({hint.cache_bytes / _MIB:.1f} MiB) is too "
             f"small to read this store in windows: each of the {sharing} rank(s) sharing the "

@@ -174,3 +174,53 @@ def test_peak_sampler_catches_a_transient_peak(tmpfs):
         thread.join()
     assert used_bytes(mount) == 0
     assert disk.peak_above_baseline == 3 << 20
+
+
+class _CountingBuffer:
+    """A moto key's value buffer that counts the bytes the server reads out of it."""
+
+    def __init__(self, buffer) -> None:
+        self.buffer = buffer
+        self.read_bytes = 0
+
+    def read(self, *args):
+        data = self.buffer.read(*args)
+        self.read_bytes += len(data)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.buffer, name)
+
+
+def test_the_server_reads_only_the_range_of_a_range_get_and_answers_as_before(s3):
+    """serve_ranges_in_place: a plain range GET costs the server O(range), like S3; the
+    answers (bytes, Content-Range, errors, whole GETs, ranges it does not take) are moto's."""
+    import boto3
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    key, data = _put(s3, 9 << 20)  # above moto's ~5 MiB in-memory buffer: a temp file
+    bucket, name = key.split("/", 1)
+    fake = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_object(bucket, name)
+    counting = _CountingBuffer(fake._value_buffer)
+    fake._value_buffer = counting
+    client = boto3.client("s3", endpoint_url=s3["server"].endpoint_url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+    def get(header: str):
+        counting.read_bytes = 0
+        got = client.get_object(Bucket=bucket, Key=name, Range=header)
+        return got["Body"].read(), got["ContentRange"], counting.read_bytes
+
+    n = len(data)
+    for a, b in [(0, 0), (17, 200_016), (n - 3, n - 1), (5 << 20, (5 << 20) + 65_535)]:
+        assert get(f"bytes={a}-{b}") == (data[a : b + 1], f"bytes {a}-{b}/{n}", b + 1 - a)
+    assert get(f"bytes={n - 10}-{n + 50}") == (data[-10:], f"bytes {n - 10}-{n - 1}/{n}", 10)
+    assert get(f"bytes={n - 4}-") == (data[-4:], f"bytes {n - 4}-{n - 1}/{n}", 4)
+    # a suffix range is moto's own path (the whole value read), with the same answer
+    assert get("bytes=-6")[:2] == (data[-6:], f"bytes {n - 6}-{n - 1}/{n}")
+    counting.read_bytes = 0
+    assert client.get_object(Bucket=bucket, Key=name)["Body"].read() == data
+    assert counting.read_bytes == n  # a whole GET reads the whole object
+    with pytest.raises(client.exceptions.ClientError, match="InvalidRange"):
+        client.get_object(Bucket=bucket, Key=name, Range=f"bytes={n}-{n + 5}")

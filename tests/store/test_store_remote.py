@@ -462,3 +462,73 @@ def test_a_window_s_runs_with_small_gaps_are_one_range_get(s3, s3_proxy, tmp_pat
     _check(store.get_columns(picks), picks)
     assert proxy.traffic(prefix).requests == 0
     cache.close()
+
+
+def test_an_eviction_frees_a_slack_of_unpinned_units_so_the_next_stores_need_none(
+    s3, tmp_path, monkeypatch
+):
+    """Each eviction pass (a listing of the folder under the lock every store takes) frees
+    1/EVICT_SLACK of the bound more than it must: the stores after it fit without one."""
+    from epochal.store._cache_files import EVICT_SLACK
+
+    n = 4096
+    url, manifest = _write(s3, n, shard_size=256 << 10)
+    bound = manifest.num_bytes // 4
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path, cache_size=bound)
+    cache = store._cache
+    assert cache is not None
+    passes, stored = [], []
+    load_pins, store_unit = ShardCache._load_pins, ShardCache._store
+    monkeypatch.setattr(ShardCache, "_load_pins", lambda self: passes.append(1) or load_pins(self))
+
+    def counted(self: ShardCache, path: str, raw: bytes, *, window: int | None) -> None:
+        stored.append(-(-len(raw) // 4096) * 4096)
+        store_unit(self, path, raw, window=window)
+
+    monkeypatch.setattr(ShardCache, "_store", counted)
+    for batch in np.array_split(np.arange(n), 64):  # the store 4x through its bound
+        _check(store.get_columns(batch), batch)
+    folder = _store_dir(tmp_path, url)
+    used = sum(p.stat().st_blocks * 512 for p in folder.iterdir() if p.is_file())
+    assert used <= bound
+    per_pass = (bound // EVICT_SLACK) // max(stored)  # stores a pass makes room for, at least
+    assert per_pass >= 3  # the geometry exercises the slack
+    past_bound = sum(1 for i in range(len(stored)) if sum(stored[: i + 1]) > bound)
+    assert passes and len(passes) <= past_bound / per_pass + 2
+    cache.close()
+
+
+def test_a_store_lists_the_folder_only_when_another_process_stored_since(s3, tmp_path, monkeypatch):
+    """The evict lock file counts stores: a process that finds its own count there takes room
+    its last pass left, without listing the folder; another process's store (the count
+    moved) makes it count the folder again, so the bound holds across processes."""
+    from epochal.store import _cache_files
+
+    url, manifest = _write(s3, 1024, shard_size=256 << 10)
+    bound = manifest.num_bytes // 4
+    store = epochal.open(url, storage_options=s3["options"], cache_dir=tmp_path, cache_size=bound)
+    cache = store._cache
+    assert cache is not None
+    listings = []
+    scandir = os.scandir
+    monkeypatch.setattr(_cache_files.os, "scandir", lambda p: listings.append(p) or scandir(p))
+    g = manifest.shards[0].granule_records
+
+    def read_unit(u: int) -> None:
+        batch = np.arange(u * g, (u + 1) * g)
+        _check(store.get_columns(batch), batch)
+
+    read_unit(0)  # the first store (and the head's) list the folder
+    first = len(listings)
+    assert first >= 1
+    for u in range(1, 4):
+        read_unit(u)
+    assert len(listings) == first  # its own count was there: no listing
+    lock = _store_dir(tmp_path, url) / ".evict.lock"
+    assert lock.stat().st_blocks == 0  # the count is the file's size: no room taken
+    os.truncate(lock, lock.stat().st_size + 1)  # as another process's store does
+    read_unit(4)
+    assert len(listings) == first + 1
+    read_unit(5)
+    assert len(listings) == first + 1
+    cache.close()

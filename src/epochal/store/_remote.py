@@ -117,6 +117,9 @@ class _ProcessState:
         self.futures: dict[int, list[Future[None]]] = {}
         self.retired = -1
         self.fetched = 0  # bytes this process downloaded (for tests and describe())
+        self.held: dict[str, int] = {}  # cache file -> its blocks' bytes (files never change)
+        self.generation = -1  # the evict lock's store count this process left there
+        self.room = 0  # bytes free under the bound after this process's last store
 
 
 class ShardCache(CachedReads):
@@ -511,8 +514,8 @@ class ShardCache(CachedReads):
         digest = xxhash.xxh3_64()
         size = 0
         try:
-            with self._evict_lock():
-                self._make_room(_alloc(shard.bytes), window=None)
+            with self._evict_lock() as lock:
+                self._make_room(_alloc(shard.bytes), window=None, lock=lock)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 with contextlib.suppress(OSError):  # reserve the space others' eviction counts
                     os.posix_fallocate(fd, 0, max(shard.bytes, 1))
@@ -611,7 +614,13 @@ class ShardCache(CachedReads):
     def store_bytes_on_disk(self) -> int:
         """What the whole store would occupy in the cache (units rounded to 4 KiB pages)."""
         units = int(self._unit_base[-1])
-        heads = 2 * len(self.manifest.shards) if self.blocks else 0
+        return self.manifest.num_bytes + units * 4096 + self.heads_bytes_on_disk()
+
+    def heads_bytes_on_disk(self) -> int:
+        """What every shard's head (granule index, head with the small columns) occupies in
+        the cache, rounded to 4 KiB pages; 0 for whole-shard units (no heads)."""
+        if not self.blocks:
+            return 0
         n = sum(s.records for s in self.manifest.shards)
         small = sum(self.columns[j].itemsize for j in self._small_cols) * n  # in the heads too
-        return self.manifest.num_bytes + small + (units + heads) * 4096
+        return small + 2 * len(self.manifest.shards) * 4096
