@@ -308,3 +308,18 @@ def test_workers_hand_blocks_over_in_memory_files_and_leave_no_descriptor_open(
     assert len(taken) == len(list(ingest(src).parts))  # every block came through the channel
     assert manifest.fingerprint == _block_build(src, tmp_path / "one", 1, 300).fingerprint
     assert sorted(os.listdir("/proc/self/fd")) == before  # no memory file, no socket left
+
+
+@pytest.mark.parametrize("bad", [0, 17, 38])  # first line, a middle part, the last part
+def test_a_bad_line_is_numbered_from_the_start_of_the_file_in_any_part(tmp_path, capsys, bad):
+    src = tmp_path / "d.jsonl"
+    lines = [json.dumps({"x": i}) for i in range(40)]
+    lines[5] = ""  # a blank line counts as a line
+    lines[bad] = "[1, 2]" if bad == 17 else "{not json"
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(epochal.Error) as caught:
+        list(ingest(src).records)  # the one-process reading of the whole file
+    assert f"d.jsonl:{bad + 1}: " in str(caught.value)
+    messages = _build_messages(tmp_path, src, capsys)
+    assert messages[0] == messages[1]
+    assert messages[0].endswith(str(caught.value))

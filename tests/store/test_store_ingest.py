@@ -191,10 +191,12 @@ def test_line_ranges_cover_the_file_in_whole_lines_and_shrink_at_the_end(
     assert [first for _, _, first in ranges] == [raw[:a].count(b"\n") + 1 for a, _, _ in ranges]
     longest = max(lines, default=0) + 1
     # a full part until the end nears, then 1/8 of what is left, down to 1/8 of a part
-    assert all(n <= part_bytes + longest for _, n, _ in ranges)
-    if ranges:
-        assert ranges[-1][1] <= max(1, part_bytes // 8) + longest
-    assert len(ranges) <= len(raw) // part_bytes + 8 * 8 + 1
+    # (each extended to the end of the line it stops in)
+    for a, n, _ in ranges:
+        assert n <= _ingest._taper(len(raw) - a, part_bytes) + longest
+    for left in (0, 1, 7, 8 * part_bytes - 1, 8 * part_bytes, 100 * part_bytes):
+        size = _ingest._taper(left, part_bytes)
+        assert size == part_bytes if left >= 8 * part_bytes else 1 <= size <= part_bytes
 
 
 @pytest.mark.parametrize("count", [1, 7, 64, 65, 600])
