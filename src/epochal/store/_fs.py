@@ -61,20 +61,12 @@ class Location:
         if not self.is_local:
             self.fs.pipe_file(path, bytes(data))
             return
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
-        try:
+
+        def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_directory(directory)
+
+        _replace(path, write)
 
     def put_encoded(self, encode: Callable[[Any], None], *parts: str) -> Any:
         """Write the file that ``encode(stream)`` writes to a pyarrow output stream, as
@@ -94,20 +86,12 @@ class Location:
             data = sink.getvalue()
             self.fs.pipe_file(path, data.to_pybytes())
             return data
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
-        try:
+
+        def write(tmp: str) -> None:
             with pa.OSFile(tmp, "wb") as out:
                 encode(out)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_directory(directory)
+
+        _replace(path, write)
         return pa.memory_map(path).read_buffer()  # our own name: no other build writes it
 
     def listdir(self, *parts: str) -> list[str]:
@@ -124,9 +108,22 @@ class Location:
             self.fs.rm_file(self.path(*parts))
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make a rename in ``directory`` durable (where the platform allows it)."""
-    with contextlib.suppress(OSError):
+def _replace(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, fsync it, rename it to ``path`` and
+    make the rename durable: readers see the old file or the whole new one."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
         fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
