@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
+from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import epochal
 from epochal.cli import main
@@ -229,3 +233,93 @@ def test_resize_usage_errors_and_an_undecodable_image(tmp_path, capsys):
         messages.append(capsys.readouterr().err.strip().splitlines()[-1])
     assert messages[0] == messages[1]
     assert "cannot decode image c1/07.png" in messages[0]
+
+
+def _rows_jsonl(path, lengths, blank_every) -> None:
+    lines = []
+    for i, n in enumerate(lengths):
+        lines.append(json.dumps({"id": i, "text": "é" * n, "vec": [i, i / 2]}))
+        if blank_every and i % blank_every == 0:
+            lines.append("")  # blank lines are skipped, and move part boundaries
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _block_build(src, dest, workers, shard_size):
+    """What ``epochal build --workers N`` writes, without the CLI around it."""
+    from epochal.store._build_pool import parallel_blocks
+    from epochal.store._record_blocks import Blocks
+
+    source = ingest(src)
+    blocks = Blocks(parallel_blocks(source.parts, workers, source.columns))
+    return epochal.write(blocks, dest, shard_size=shard_size, metadata=source.metadata)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # _small_parts: reset per example
+)
+@given(
+    lengths=st.lists(st.integers(0, 60), min_size=1, max_size=80),
+    blank_every=st.integers(0, 9),
+    part_bytes=st.integers(1, 700),
+    shard_size=st.integers(1, 4000),
+    exact=st.none() | st.integers(0, 79),
+)
+def test_any_parts_and_shard_size_give_the_one_process_shards(
+    tmp_path_factory, lengths, blank_every, part_bytes, shard_size, exact
+):
+    """Shard boundaries are the row writer's, whatever the parts (tapered or not) and
+    however the records' sizes fall on them; so are the bytes and the fingerprint."""
+    if exact is not None:  # a shard size the first records fill exactly (the boundary case)
+        # the row writer's sizes: id 8, vec 2 * 8, text its characters + 8
+        shard_size = sum(32 + n for n in lengths[: exact % len(lengths) + 1])
+    tmp = tmp_path_factory.mktemp("prop")
+    src = tmp / "d.jsonl"
+    _rows_jsonl(src, lengths, blank_every)
+    rows = epochal.write(ingest(src).records, tmp / "rows", shard_size=shard_size)
+    with mock.patch.object(_ingest, "_PART_BYTES", part_bytes):
+        assert len(list(ingest(src).parts)) >= 1
+        built = {w: _block_build(src, tmp / f"w{w}", w, shard_size) for w in (1, 2)}
+    for manifest in built.values():
+        assert [(s.records, s.bytes, s.xxh3) for s in manifest.shards] == [
+            (s.records, s.bytes, s.xxh3) for s in rows.shards
+        ]
+        assert manifest.fingerprint == rows.fingerprint
+    assert epochal.open(tmp / "w2")[len(lengths) - 1]["id"] == len(lengths) - 1
+
+
+def test_workers_hand_blocks_over_in_memory_files_and_leave_no_descriptor_open(
+    tmp_path, monkeypatch
+):
+    from epochal.store import _build_pool
+
+    if not _build_pool._Channel.available():
+        pytest.skip("memfd_create / SCM_RIGHTS: Linux only; elsewhere blocks come pickled")
+    src = tmp_path / "d.jsonl"
+    _jsonl(src)
+    taken = []
+    take = _build_pool._Channel.take
+    monkeypatch.setattr(
+        _build_pool._Channel, "take", lambda self, sent: taken.append(1) or take(self, sent)
+    )
+    before = sorted(os.listdir("/proc/self/fd"))
+    manifest = _block_build(src, tmp_path / "s", 2, 300)
+    assert len(taken) == len(list(ingest(src).parts))  # every block came through the channel
+    assert manifest.fingerprint == _block_build(src, tmp_path / "one", 1, 300).fingerprint
+    assert sorted(os.listdir("/proc/self/fd")) == before  # no memory file, no socket left
+
+
+@pytest.mark.parametrize("bad", [0, 17, 38])  # first line, a middle part, the last part
+def test_a_bad_line_is_numbered_from_the_start_of_the_file_in_any_part(tmp_path, capsys, bad):
+    src = tmp_path / "d.jsonl"
+    lines = [json.dumps({"x": i}) for i in range(40)]
+    lines[5] = ""  # a blank line counts as a line
+    lines[bad] = "[1, 2]" if bad == 17 else "{not json"
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(epochal.Error) as caught:
+        list(ingest(src).records)  # the one-process reading of the whole file
+    assert f"d.jsonl:{bad + 1}: " in str(caught.value)
+    messages = _build_messages(tmp_path, src, capsys)
+    assert messages[0] == messages[1]
+    assert messages[0].endswith(str(caught.value))

@@ -690,3 +690,20 @@ def test_any_value_in_any_manifest_field_is_an_epochal_error_or_harmless(which, 
     assert manifest.num_records == 20 and len(manifest.shards) == 2
     for shard in manifest.shards:
         assert shard.name.startswith("part-00000-abc-") and "/" not in shard.name
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_put_encoded_returns_the_files_bytes_and_a_failed_encode_leaves_nothing(tmp_path, where):
+    loc = locate(str(tmp_path / "s") if where == "local" else f"memory://put-encoded-{os.getpid()}")
+    data = loc.put_encoded(lambda out: out.write(b"shard bytes " * 1000), "shards", "a.arrow")
+    assert bytes(data) == loc.read("shards", "a.arrow") == b"shard bytes " * 1000
+
+    def broken(out):
+        out.write(b"half a shard")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        loc.put_encoded(broken, "shards", "b.arrow")
+    assert loc.listdir("shards") == ["a.arrow"]  # no b.arrow, no temporary file
+    if where == "local":
+        assert sorted(os.listdir(tmp_path / "s" / "shards")) == ["a.arrow"]

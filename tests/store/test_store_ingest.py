@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import epochal
-from epochal.store import StoreError
-from epochal.store._ingest import detect, ingest
+from epochal.store import StoreError, _ingest
+from epochal.store._ingest import detect, ingest, line_ranges
 
 
 def _build(src, dest, fmt="auto"):
@@ -167,3 +170,45 @@ def test_unknown_inputs(tmp_path):
         ingest(tmp_path / "data.xyz")
     with pytest.raises(StoreError, match="unknown input format"):
         ingest(tmp_path / "data.xyz", "excel")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(st.integers(0, 50), min_size=0, max_size=300),
+    part_bytes=st.integers(1, 2000),
+    newline_at_end=st.booleans(),
+)
+def test_line_ranges_cover_the_file_in_whole_lines_and_shrink_at_the_end(
+    tmp_path_factory, lines, part_bytes, newline_at_end
+):
+    path = tmp_path_factory.mktemp("ranges") / "d.jsonl"
+    raw = b"\n".join(b"x" * n for n in lines) + (b"\n" if newline_at_end else b"")
+    path.write_bytes(raw)
+    ranges = list(line_ranges(str(path), part_bytes))
+    assert b"".join(raw[a : a + n] for a, n, _ in ranges) == raw  # in order, nothing twice
+    assert all(a + n == b for (a, n, _), (b, _, _) in itertools.pairwise(ranges))
+    assert all(raw[a + n - 1 : a + n] == b"\n" for a, n, _ in ranges[:-1])  # whole lines
+    assert [first for _, _, first in ranges] == [raw[:a].count(b"\n") + 1 for a, _, _ in ranges]
+    longest = max(lines, default=0) + 1
+    # a full part until the end nears, then 1/8 of what is left, down to 1/8 of a part
+    # (each extended to the end of the line it stops in)
+    for a, n, _ in ranges:
+        assert n <= _ingest._taper(len(raw) - a, part_bytes) + longest
+    for left in (0, 1, 7, 8 * part_bytes - 1, 8 * part_bytes, 100 * part_bytes):
+        size = _ingest._taper(left, part_bytes)
+        assert size == part_bytes if left >= 8 * part_bytes else 1 <= size <= part_bytes
+
+
+@pytest.mark.parametrize("count", [1, 7, 64, 65, 600])
+def test_image_parts_take_every_file_once_in_order_and_the_last_are_small(tmp_path, count):
+    root = tmp_path / "images"
+    for i in range(count):
+        path = root / f"c{i % 3}" / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not decoded when the images are stored as they are")
+    source = ingest(root)
+    expected = [r["path"] for r in ingest(root).records]
+    parts = [[r["path"] for r in part()] for part in source.parts]
+    assert [p for part in parts for p in part] == expected
+    assert max(map(len, parts)) <= _ingest._PART_IMAGES
+    assert len(parts[-1]) <= max(1, _ingest._PART_IMAGES // 8)

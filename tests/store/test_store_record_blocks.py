@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -126,3 +128,82 @@ def test_blocks_with_other_columns_name_both(tmp_path):
     blocks = Blocks([pa.table({"x": [1, 2]}), pa.table({"x": [0.5]})])
     with pytest.raises(StoreError, match=r"scalar\[<f8\] x.*expected.*scalar\[<i8\] x"):
         epochal.write(blocks, tmp_path / "s")
+
+
+def _buffers(array: pa.Array) -> list[bytes | None]:
+    return [None if b is None else b.to_pybytes() for b in array.buffers()]
+
+
+_DTYPES = [
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "int32",
+    "uint32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+]
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(
+    dtype=st.sampled_from(_DTYPES),
+    n=st.integers(0, 70),
+    seed=st.integers(0, 2**32 - 1),
+    step=st.integers(1, 3),
+)
+def test_numpy_array_has_the_buffers_pa_array_makes(dtype, n, seed, step):
+    """The writer builds arrays without pa.array (it imports pandas); the bytes must not move:
+    they are the shards' bytes and so the stores' fingerprints."""
+    from epochal.store._columns import numpy_array
+
+    raw = np.random.default_rng(seed).integers(0, 256, n * 8 * step, dtype=np.uint8)
+    flat = (raw.view(np.uint8) % 2).astype(bool) if dtype == "bool" else raw.view(dtype)
+    flat = flat[::step][:n]  # not contiguous when step > 1
+    ours, theirs = numpy_array(flat), pa.array(flat)
+    assert ours.type == theirs.type
+    assert ours.equals(theirs) or np.isnan(flat.astype(np.float64)).any()
+    assert _buffers(ours) == _buffers(theirs)
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(
+    values=st.lists(st.text(max_size=6) | st.binary(max_size=6), max_size=30), text=st.booleans()
+)
+def test_binary_array_has_the_buffers_pa_array_makes(values, text):
+    from epochal.store._columns import binary_array
+
+    type_ = pa.large_string() if text else pa.large_binary()
+    items = [
+        v if isinstance(v, str) == text else (v.decode("latin-1") if text else v.encode())
+        for v in values
+    ]
+    try:
+        theirs = pa.array(items, type=type_)
+    except (UnicodeEncodeError, pa.ArrowException) as err:  # lone surrogates: refused both ways
+        with pytest.raises(type(err)):
+            binary_array(items, type_)
+        return
+    ours = binary_array(items, type_)
+    assert ours.equals(theirs)
+    assert _buffers(ours) == _buffers(theirs)
+
+
+def test_a_build_does_not_import_pandas(tmp_path):
+    """pyarrow imports pandas (~0.5 s) on the first pa.array of a process: every worker of
+    `epochal build --workers N` paid it, which capped the speed-up."""
+    pytest.importorskip("pandas")
+    src = tmp_path / "d.jsonl"
+    src.write_text(
+        "".join(f'{{"id": {i}, "t": "x{i}", "v": [{i}, 0.5], "ok": true}}\n' for i in range(50))
+    )
+    code = (
+        "import sys\nfrom epochal.cli import main\n"
+        f"assert main(['build', {str(src)!r}, {str(tmp_path / 's')!r}, '--workers', '1']) == 0\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "False", run.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -60,25 +61,38 @@ class Location:
         if not self.is_local:
             self.fs.pipe_file(path, bytes(data))
             return
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
-        try:
+
+        def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+
+        _replace(path, write)
+
+    def put_encoded(self, encode: Callable[[Any], None], *parts: str) -> Any:
+        """Write the file that ``encode(stream)`` writes to a pyarrow output stream, as
+        atomically as :meth:`put`, and return its bytes (a ``pyarrow.Buffer``).
+
+        Local files are encoded straight into the temporary file and returned memory-mapped:
+        no copy of the bytes in memory (a shard of tens of MiB is otherwise encoded into a
+        growing buffer, then copied to the file, both into freshly faulted memory: ~30% of
+        the last shard's flush, which no worker can overlap).
+        """
+        import pyarrow as pa
+
+        path = self.path(*parts)
+        if not self.is_local:
+            sink = pa.BufferOutputStream()
+            encode(sink)
+            data = sink.getvalue()
+            self.fs.pipe_file(path, data.to_pybytes())
+            return data
+
+        def write(tmp: str) -> None:
+            with pa.OSFile(tmp, "wb") as out:
+                encode(out)
+
+        _replace(path, write)
+        return pa.memory_map(path).read_buffer()  # our own name: no other build writes it
 
     def listdir(self, *parts: str) -> list[str]:
         """Base names of the files under ``parts`` (empty when the folder does not exist)."""
@@ -92,6 +106,29 @@ class Location:
     def remove(self, *parts: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(*parts))
+
+
+def _replace(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, fsync it, rename it to ``path`` and
+    make the rename durable: readers see the old file or the whole new one."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def locate(url: str | os.PathLike[str], **storage_options: Any) -> Location:

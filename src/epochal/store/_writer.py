@@ -524,11 +524,12 @@ def _flush(
         }
     )
     batch = pa.record_batch([b.finish() for b in builders], schema=schema)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, schema) as out:
-        out.write_batch(batch)
-    data = sink.getvalue()
-    loc.put(data, SHARDS_DIR, name)
+
+    def encode(sink: Any) -> None:
+        with pa.ipc.new_file(sink, schema) as out:
+            out.write_batch(batch)
+
+    data = loc.put_encoded(encode, SHARDS_DIR, name)
     granule_records, granules_xxh3 = write_block_index(loc, name, data, columns, n)
     return Shard(
         name=name,
