@@ -340,13 +340,11 @@ def _jsonl_parts(path: str) -> Iterator[Part]:
         yield functools.partial(_jsonl_range, path, start, size)
 
 
-def _jsonl_range(
-    path: str, start: int, size: int, first: int | None = None
-) -> Iterator[dict[str, Any]]:
+def _jsonl_range(path: str, start: int, size: int) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as f:
         f.seek(start)
         raw = f.read(size)
-    number = functools.partial(_first_line, path, start) if first is None else first
+    number = functools.partial(_first_line, path, start)  # counted only for an error
     # the same line splitting (universal newlines) and decoding as reading the whole file
     yield from _json_lines(path, io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"), number)
 
