@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import epochal
+from _budget import examples
 from epochal.cli import main
 from epochal.store import _ingest
 from epochal.store._ingest import ingest
@@ -255,7 +256,7 @@ def _block_build(src, dest, workers, shard_size):
 
 
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],  # _small_parts: reset per example
 )
